@@ -1,0 +1,90 @@
+"""Canonical batches: what every connector's normaliser hands to the loader.
+
+A connector turns one landed partition (raw records) into a `CanonicalBatch` of Arrow
+tables whose columns are a subset of the warehouse tables' (see migrations.py); the
+loader merges them by the natural keys below. Bad records come back in `quarantine`
+with their reason instead of raising, so one bad row never blocks the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pyarrow as pa
+
+from aiq_sync.landing import Manifest
+
+# warehouse table -> natural key
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "core.personas": ("persona_key",),
+    "core.sales": ("sale_key",),
+    "core.sale_items": ("sale_key", "line_id"),
+    "core.products": ("source", "product_id"),
+    "core.inventory": ("source", "location_key", "product_id"),
+}
+
+# Persona fields a newer record may leave blank without erasing what an older one said
+# (POS lines often omit the e-mail a previous visit captured).
+PERSONA_STICKY = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "birth_date",
+    "postal_code",
+    "address",
+    "created_at",
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("partition_key", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("record_id", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+
+
+def persona_key(source: str, src_id: str) -> str:
+    return f"{source}:{src_id}"
+
+
+def sale_key(source: str, src_sale_id: str) -> str:
+    return f"{source}:{src_sale_id}"
+
+
+@dataclass
+class CanonicalBatch:
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    quarantine: pa.Table = field(default_factory=QUARANTINE_SCHEMA.empty_table)
+    # Sales whose totals are the sum of their items (recomputed after the merge).
+    item_derived_sales: list[str] = field(default_factory=list)
+    rows_in: int = 0
+    # Field-level fixes that did not reject the row (e.g. invalid phone -> NULL), by kind.
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def rows(self, table: str) -> int:
+        t = self.tables.get(table)
+        return 0 if t is None else t.num_rows
+
+
+@dataclass(frozen=True)
+class NormaliseContext:
+    source: str
+    source_type: str
+    timezone: str
+    store_map: dict[str, str]  # location key -> store id
+
+
+class Normaliser(Protocol):
+    """Implemented by each connector: landed raw records -> canonical rows."""
+
+    entity: str
+
+    def normalise(
+        self, raw: pa.Table, manifest: Manifest, context: NormaliseContext
+    ) -> CanonicalBatch: ...

@@ -1,0 +1,319 @@
+"""Configuration: `aiq_sync.yaml` parsed into pydantic models.
+
+Secrets never live in the file: a source names the environment variable that holds each
+secret (`*_env` fields) and the value is read only when a connector needs it.
+Every problem is reported with the path of the field at fault, e.g.
+`sources[drops].enroll_after: requires age_gate_confirmed: true`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CONFIG_ENV = "AIQ_SYNC_CONFIG"
+DEFAULT_CONFIG = "aiq_sync.yaml"
+
+SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are almost always typos ("enrol_after"); reject them loudly.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_timezone(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like America/Denver)"
+        ) from exc
+    return value
+
+
+class Schedule(_Strict):
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+
+    _tz = field_validator("timezone")(_check_timezone)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_has_five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(
+                f"cron {value!r} must have five fields (minute hour day month weekday)"
+            )
+        return value
+
+
+class Store(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
+    # source name -> that source's location key(s) for this store
+    keys: dict[str, str | list[str]] = Field(default_factory=dict)
+
+    def keys_for(self, source: str) -> list[str]:
+        value = self.keys.get(source, [])
+        return [value] if isinstance(value, str) else list(value)
+
+
+class SourceBase(_Strict):
+    name: str
+    freeze: bool = False
+    age_gate_confirmed: bool = False
+    enroll_after: date | None = None
+    sms_double_opt_in_after: date | None = None
+    sync_contacts: bool = False
+    # Local time zone of the source: decides partition days and which local day a rule date means.
+    timezone: str | None = None
+    # First day to back-fill from; partitions start here.
+    start_date: date = date(2024, 1, 1)
+    # Days re-read before each window so rows modified while paging are not missed.
+    lookback_days: int = Field(default=1, ge=0, le=31)
+
+    _tz = field_validator("timezone")(_check_timezone)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_key(cls, value: str) -> str:
+        if not SOURCE_NAME.match(value):
+            raise ValueError(
+                f"source name {value!r} must be lower-case letters, digits, '-' or '_', "
+                "starting with a letter (it becomes an asset key and keys stored data)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _rules_need_age_gate(self) -> SourceBase:
+        for rule in ("enroll_after", "sms_double_opt_in_after"):
+            if getattr(self, rule) is not None and not self.age_gate_confirmed:
+                raise ValueError(
+                    f"{rule} is set but age_gate_confirmed is not true: a source feeds loyalty "
+                    "and SMS only when the retailer attests all its shoppers passed an age gate"
+                )
+        return self
+
+    @property
+    def secret_envs(self) -> dict[str, str]:
+        """field name -> environment variable name, for every secret this source needs."""
+        return {
+            field: getattr(self, field)
+            for field in type(self).model_fields
+            if field.endswith("_env") and getattr(self, field)
+        }
+
+
+class FileDropSource(SourceBase):
+    type: Literal["file_drop"]
+    source_type: Literal["file_drop"] = "file_drop"
+    # A local folder; `onedrive://<drive-id>/<folder>` arrives with the OneDrive issue.
+    location: str
+    pattern: str = "*.csv"
+
+    @field_validator("location")
+    @classmethod
+    def _local_folder(cls, value: str) -> str:
+        if "://" in value:
+            scheme = value.split("://", 1)[0]
+            raise ValueError(
+                f"location scheme {scheme!r}:// is not supported yet; use a folder path"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _no_contact_sync(self) -> FileDropSource:
+        if self.sync_contacts:
+            raise ValueError("sync_contacts is only available on bigcommerce sources")
+        return self
+
+
+SourceConfig = Annotated[FileDropSource, Field(discriminator="type")]
+
+
+class LoyaltySettings(_Strict):
+    points_per_currency_unit: int = Field(default=1, ge=0)
+    minimum_age: int = Field(default=21, ge=0, le=120)
+
+
+class AppConfig(_Strict):
+    warehouse: str = "data/aiq.duckdb"
+    landing: str = "data/landing"
+    schedule: Schedule = Schedule()
+    stores: list[Store] = Field(default_factory=list)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    loyalty: LoyaltySettings = LoyaltySettings()
+    # Share of quarantined rows above which the quarantine asset check fails.
+    quarantine_threshold: float = Field(default=0.05, ge=0, le=1)
+    # Relative paths in the file resolve against this folder (the config file's folder).
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> AppConfig:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sources: duplicate source name(s) {', '.join(dupes)}")
+        store_ids = [s.id for s in self.stores]
+        dupes = sorted({n for n in store_ids if store_ids.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stores: duplicate store id(s) {', '.join(dupes)}")
+        seen: dict[tuple[str, str], str] = {}
+        for store in self.stores:
+            for source, _ in store.keys.items():
+                if source not in names:
+                    raise ValueError(
+                        f"stores[{store.id}].keys.{source}: no source named {source!r}"
+                    )
+                for key in store.keys_for(source):
+                    other = seen.setdefault((source, key), store.id)
+                    if other != store.id:
+                        raise ValueError(
+                            f"stores[{store.id}].keys.{source}: location key {key!r} "
+                            f"is already mapped to store {other!r}"
+                        )
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(f"no source named {name!r}; configured: {', '.join(self.source_names)}")
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    def source_timezone(self, source: SourceBase) -> str:
+        return source.timezone or self.schedule.timezone
+
+    def resolve(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.resolve(self.warehouse)
+
+    @property
+    def landing_path(self) -> Path:
+        return self.resolve(self.landing)
+
+    def store_map(self) -> dict[tuple[str, str], str]:
+        """(source, location key) -> store id."""
+        return {
+            (source, key): store.id
+            for store in self.stores
+            for source in store.keys
+            for key in store.keys_for(source)
+        }
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one 'field.path: why' line each."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{self.path}: " + "; ".join(problems))
+
+
+def _field_path(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """Turn a pydantic error location into `sources[name].field`, naming list items by name."""
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = str(item)
+            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict):
+                label = str(node[item].get("name") or node[item].get("id") or item)
+            parts.append(f"[{label}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            if isinstance(node, list):
+                # discriminated-union tag (e.g. 'file_drop'); not a real field
+                continue
+            parts.append(("." if parts else "") + str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+def _messages(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        elif err["type"] == "union_tag_invalid":
+            message = (
+                f"unknown source type {err.get('input', {}).get('type')!r}; supported: file_drop"
+            )
+        elif err["type"] == "union_tag_not_found":
+            message = "missing field 'type'"
+        path = _field_path(loc, raw)
+        if err["type"] == "missing":
+            message = "required field is missing"
+        if path == "(top level)" and ": " in message:
+            # cross-field checks already carry their own path
+            problems.append(message)
+        else:
+            problems.append(f"{path}: {message}")
+    return problems
+
+
+def parse_config(
+    raw: Any, *, path: Path | str = "<config>", base_dir: Path | None = None
+) -> AppConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(path, ["(top level): expected a mapping of settings"])
+    try:
+        return AppConfig.model_validate({**raw, "base_dir": base_dir or Path(".").resolve()})
+    except ValidationError as exc:
+        raise ConfigError(path, _messages(exc, raw)) from None
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> AppConfig:
+    path = config_path(explicit)
+    if not path.is_file():
+        raise ConfigError(path, [f"config file not found (set {CONFIG_ENV} or pass --config)"])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(path, [f"(yaml) {where}: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_config(raw, path=path, base_dir=path.resolve().parent)
+
+
+def missing_secrets(config: AppConfig, environ: dict[str, str] | None = None) -> list[str]:
+    """One problem line per secret env var that is not set (values are never read out)."""
+    env = os.environ if environ is None else environ
+    return [
+        f"sources[{source.name}].{field}: environment variable {var} is not set"
+        for source in config.sources
+        for field, var in source.secret_envs.items()
+        if not env.get(var)
+    ]

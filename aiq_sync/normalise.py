@@ -1,0 +1,153 @@
+"""Field normalisers shared by every connector.
+
+Each works on one value and is cached, because a sync sees the same phone, email or name
+many times (one line per item); connectors apply them to columns with `map_unique`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Hashable
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import TypeVar
+
+import pandas as pd
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from phonenumbers import PhoneNumberType
+
+T = TypeVar("T")
+
+DEFAULT_REGION = "US"
+
+
+@lru_cache(maxsize=500_000)
+def phone_e164(raw: str | None, region: str = DEFAULT_REGION) -> str | None:
+    """A valid phone number in E.164, or None. Region US by default (Canada shares +1)."""
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if not text or sum(ch.isdigit() for ch in text) < 7:
+        return None
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+_NO_SMS = {
+    PhoneNumberType.TOLL_FREE,
+    PhoneNumberType.PREMIUM_RATE,
+    PhoneNumberType.SHARED_COST,
+    PhoneNumberType.VOIP,
+    PhoneNumberType.PAGER,
+    PhoneNumberType.UAN,
+    PhoneNumberType.VOICEMAIL,
+}
+
+
+@lru_cache(maxsize=500_000)
+def sms_capable(e164: str | None) -> bool:
+    """Whether an E.164 number can receive SMS: toll-free and service numbers cannot."""
+    if not e164:
+        return False
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(parsed) not in _NO_SMS
+
+
+@lru_cache(maxsize=500_000)
+def email_normal(raw: str | None) -> str | None:
+    """A syntactically valid e-mail address, lower-cased, or None. No DNS look-ups."""
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if not text or "@" not in text:
+        return None
+    try:
+        result = validate_email(text, check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return result.normalized.lower()
+
+
+_SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "v"}
+_SPACES = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=500_000)
+def split_name(raw: str | None) -> tuple[str | None, str | None]:
+    """'Ana Maria Lopez' -> ('Ana', 'Maria Lopez'); 'Lopez, Ana' -> ('Ana', 'Lopez');
+    'John Smith, Jr.' -> ('John', 'Smith, Jr.'). Blank parts become None."""
+    if raw is None:
+        return None, None
+    text = _SPACES.sub(" ", str(raw)).strip()
+    if not text:
+        return None, None
+    if "," in text:
+        head, tail = (part.strip() for part in text.split(",", 1))
+        if tail and tail.lower() not in _SUFFIXES and " " not in head:
+            return tail or None, head or None
+    first, _, last = text.partition(" ")
+    return first or None, last.strip() or None
+
+
+def clean_text(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    text = _SPACES.sub(" ", str(raw)).strip()
+    return text or None
+
+
+_MONEY = re.compile(r"^[+-]?(\d+|\d{1,3}(,\d{3})+)?(\.\d+)?$")
+
+
+@lru_cache(maxsize=200_000)
+def parse_decimal(raw: str | None) -> Decimal | None:
+    """'1,234.50', '$12.00', '-3' -> Decimal; blank -> None; anything else raises ValueError."""
+    if raw is None:
+        return None
+    text = str(raw).strip().replace("$", "", 1)
+    if not text:
+        return None
+    if text.startswith("(") and text.endswith(")"):  # accounting negative
+        text = "-" + text[1:-1]
+    if not _MONEY.match(text) or text in {"+", "-", "."}:
+        raise ValueError(f"not a number: {raw!r}")
+    try:
+        return Decimal(text.replace(",", ""))
+    except InvalidOperation as exc:
+        raise ValueError(f"not a number: {raw!r}") from exc
+
+
+_DATE_FORMATS = ("%Y/%m/%d", "%Y-%m-%d", "%m/%d/%Y")
+
+
+@lru_cache(maxsize=100_000)
+def parse_date(raw: str | None) -> date | None:
+    """'2024/03/05', '2024-03-05' (and US '03/05/2024') -> date; blank -> None; else ValueError."""
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if not text:
+        return None
+    for fmt in _DATE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"not a date: {raw!r}")
+
+
+def map_unique(values: pd.Series, func: Callable[[Hashable], T]) -> pd.Series:
+    """Apply `func` once per distinct value (rows repeat customers and products)."""
+    uniques = values.dropna().unique()
+    mapping = {value: func(value) for value in uniques}
+    return values.map(mapping)

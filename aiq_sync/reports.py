@@ -1,0 +1,74 @@
+"""Read-only questions about the warehouse, shared by asset checks, metadata and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiq_sync.canonical import NATURAL_KEYS
+from aiq_sync.warehouse import Connection
+
+SUMMARY_TABLES = (
+    "core.personas",
+    "core.sales",
+    "core.sale_items",
+    "core.products",
+    "core.inventory",
+    "core.stores",
+    "ops.quarantine",
+    "ops.unmapped_locations",
+)
+
+
+def duplicate_keys(con: Connection, table: str, limit: int = 5) -> tuple[int, list[tuple]]:
+    """How many natural keys of `table` have more than one row, and a few examples."""
+    keys = ", ".join(NATURAL_KEYS[table])
+    count = con.execute(
+        f"SELECT count(*) FROM (SELECT {keys} FROM {table} GROUP BY ALL HAVING count(*) > 1)"
+    ).fetchone()[0]
+    examples = con.execute(
+        f"SELECT {keys}, count(*) FROM {table} GROUP BY ALL HAVING count(*) > 1 LIMIT {limit}"
+    ).fetchall()
+    return count, examples
+
+
+def unmapped_locations(con: Connection) -> list[tuple[str, str, int]]:
+    return con.execute(
+        "SELECT source, location_key, sales_count FROM ops.unmapped_locations "
+        "ORDER BY source, sales_count DESC, location_key"
+    ).fetchall()
+
+
+@dataclass(frozen=True)
+class QuarantineShare:
+    source: str
+    rows_in: int
+    quarantined: int
+
+    @property
+    def share(self) -> float:
+        return self.quarantined / self.rows_in if self.rows_in else 0.0
+
+
+def quarantine_shares(con: Connection) -> list[QuarantineShare]:
+    """Per source: rows read (loaded + rejected) and rows quarantined, over what is loaded now."""
+    rows = con.execute(
+        """
+        SELECT source, sum(rows_in), sum(rows_quarantined)
+        FROM ops.loaded_partitions GROUP BY source ORDER BY source
+        """
+    ).fetchall()
+    return [QuarantineShare(s, int(n or 0), int(q or 0)) for s, n, q in rows]
+
+
+def quarantine_reasons(con: Connection, limit: int = 10) -> list[tuple[str, str, int]]:
+    """Most common reasons, with the field named (the reason text up to its first quote)."""
+    return con.execute(
+        f"""
+        SELECT source, regexp_replace(reason, ' ''.*$', '') AS kind, count(*) AS n
+        FROM ops.quarantine GROUP BY ALL ORDER BY n DESC, kind LIMIT {limit}
+        """
+    ).fetchall()
+
+
+def table_counts(con: Connection) -> dict[str, int]:
+    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SUMMARY_TABLES}

@@ -1,0 +1,356 @@
+"""The DuckDB warehouse: migrations, newest-wins merges by natural key, bookkeeping.
+
+Every function takes an open DuckDB connection so the same code runs under Dagster's
+`DuckDBResource`, the CLI and tests. Callers own transactions (`transaction()`), so one
+load step is one atomic unit: a crash leaves the previous good state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from aiq_sync.migrations import MIGRATIONS
+
+log = logging.getLogger("aiq_sync.warehouse")
+
+Connection = duckdb.DuckDBPyConnection
+
+
+def connect(path: str | Path, *, read_only: bool = False) -> Connection:
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    prepare(con)
+    return con
+
+
+def prepare(con: Connection) -> None:
+    """Session settings every warehouse connection needs."""
+    con.execute("SET TimeZone = 'UTC'")
+
+
+@contextmanager
+def open_warehouse(path: str | Path, *, read_only: bool = False) -> Iterator[Connection]:
+    con = connect(path, read_only=read_only)
+    try:
+        if not read_only:
+            migrate(con)
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def transaction(con: Connection) -> Iterator[Connection]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def migrate(con: Connection) -> list[int]:
+    """Apply pending migrations, each in its own transaction. Returns the versions applied."""
+    prepare(con)
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS main.schema_migrations "
+        "(version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+    )
+    done = {row[0] for row in con.execute("SELECT version FROM main.schema_migrations").fetchall()}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        with transaction(con):
+            con.execute(migration.sql)
+            con.execute(
+                "INSERT INTO main.schema_migrations VALUES (?, ?, ?)",
+                [migration.version, migration.name, datetime.now(UTC)],
+            )
+        log.info("warehouse migration %s applied: %s", migration.version, migration.name)
+        applied.append(migration.version)
+    return applied
+
+
+def table_columns(con: Connection, table: str) -> list[str]:
+    schema, name = table.split(".")
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [schema, name],
+    ).fetchall()
+    if not rows:
+        raise KeyError(f"no table {table}")
+    return [r[0] for r in rows]
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    table: str
+    staged: int
+    inserted: int
+    updated: int
+
+
+_stage_counter = 0
+
+
+def _stage_name(table: str) -> str:
+    global _stage_counter
+    _stage_counter += 1
+    return f"stage_{table.replace('.', '_')}_{_stage_counter}"
+
+
+def merge(
+    con: Connection,
+    table: str,
+    rows: pa.Table,
+    keys: Sequence[str],
+    *,
+    keep_existing_when_null: Sequence[str] = (),
+) -> MergeResult:
+    """Upsert `rows` into `table` by `keys`; the row with the greatest `_version` wins.
+
+    Within the batch, duplicates of a key collapse to the newest version first, so re-sent
+    rows count once. Against the table, an incoming row replaces the stored one only when its
+    version is at least as new, whatever order partitions are loaded in (back-fills stay
+    deterministic). Columns in `keep_existing_when_null` keep their stored value when the
+    newer row has none (a POS line with a blank email does not erase a known email).
+    Missing columns in `rows` are NULL; values are cast to the table's types.
+    """
+    if rows.num_rows == 0:
+        return MergeResult(table, 0, 0, 0)
+    columns = table_columns(con, table)
+    extra = set(rows.column_names) - set(columns)
+    if extra:
+        raise ValueError(f"{table}: unknown column(s) {sorted(extra)}")
+    arrow_name = _stage_name(table) + "_arrow"
+    stage = arrow_name.removesuffix("_arrow")
+    con.register(arrow_name, rows)
+    try:
+        present = set(rows.column_names)
+        types = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ?",
+                table.split("."),
+            ).fetchall()
+        )
+        select = ", ".join(
+            f"CAST({_q(c)} AS {types[c]}) AS {_q(c)}"
+            if c in present
+            else f"NULL::{types[c]} AS {_q(c)}"
+            for c in columns
+        )
+        key_list = ", ".join(_q(k) for k in keys)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT {select} FROM {arrow_name} "
+            f"QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY _version DESC) = 1"
+        )
+        staged = con.execute(f"SELECT count(*) FROM {stage}").fetchone()[0]
+        on = " AND ".join(f"t.{_q(k)} IS NOT DISTINCT FROM s.{_q(k)}" for k in keys)
+        updated = con.execute(
+            f"SELECT count(*) FROM {stage} s JOIN {table} t ON {on} WHERE s._version >= t._version"
+        ).fetchone()[0]
+        sets = ", ".join(
+            f"{_q(c)} = coalesce(s.{_q(c)}, t.{_q(c)})"
+            if c in keep_existing_when_null
+            else f"{_q(c)} = s.{_q(c)}"
+            for c in columns
+            if c not in keys
+        )
+        values = ", ".join(f"s.{_q(c)}" for c in columns)
+        before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        con.execute(
+            f"MERGE INTO {table} t USING {stage} s ON {on} "
+            f"WHEN MATCHED AND s._version >= t._version THEN UPDATE SET {sets} "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(_q(c) for c in columns)}) VALUES ({values})"
+        )
+        after = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        con.execute(f"DROP TABLE {stage}")
+    finally:
+        con.unregister(arrow_name)
+    return MergeResult(table, staged, after - before, updated)
+
+
+def _q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def replace_quarantine(
+    con: Connection, source: str, entity: str, partition_keys: Sequence[str], rows: pa.Table
+) -> int:
+    """A partition's quarantine is what its latest load rejected: replace, never append."""
+    if partition_keys:
+        con.execute(
+            "DELETE FROM ops.quarantine WHERE source = ? AND entity = ? "
+            "AND list_contains(?, partition_key)",
+            [source, entity, list(partition_keys)],
+        )
+    if rows.num_rows == 0:
+        return 0
+    con.register("quarantine_arrow", rows)
+    try:
+        con.execute(
+            "INSERT INTO ops.quarantine (source, entity, partition_key, file, line, record_id, "
+            "reason, raw, quarantined_at) SELECT ?, ?, partition_key, file, line, record_id, "
+            "reason, raw, ? FROM quarantine_arrow",
+            [source, entity, datetime.now(UTC)],
+        )
+    finally:
+        con.unregister("quarantine_arrow")
+    return rows.num_rows
+
+
+def loaded_manifests(con: Connection, source: str, entity: str) -> dict[str, str]:
+    """partition key -> manifest id of what is loaded now."""
+    return dict(
+        con.execute(
+            "SELECT partition_key, manifest_id FROM ops.loaded_partitions "
+            "WHERE source = ? AND entity = ?",
+            [source, entity],
+        ).fetchall()
+    )
+
+
+def record_loaded(
+    con: Connection,
+    source: str,
+    entity: str,
+    partition_key: str,
+    manifest_id: str,
+    rows_in: int,
+    rows_quarantined: int,
+) -> None:
+    con.execute(
+        "DELETE FROM ops.loaded_partitions WHERE source = ? AND entity = ? AND partition_key = ?",
+        [source, entity, partition_key],
+    )
+    con.execute(
+        "INSERT INTO ops.loaded_partitions VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [source, entity, partition_key, manifest_id, rows_in, rows_quarantined, datetime.now(UTC)],
+    )
+
+
+def refresh_sale_totals(con: Connection, sale_keys: Sequence[str]) -> None:
+    """Recompute item-derived sale totals from core.sale_items.
+
+    For sources whose sales arrive as item lines (flat files, SQL), a transaction's lines may
+    arrive in several files; the header always reflects every line loaded so far.
+    """
+    if not sale_keys:
+        return
+    con.register("touched_arrow", pa.table({"sale_key": pa.array(list(sale_keys), pa.string())}))
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE touched_sales AS SELECT DISTINCT sale_key FROM touched_arrow"
+    )
+    con.unregister("touched_arrow")
+    con.execute(
+        """
+        UPDATE core.sales s SET
+            subtotal = agg.subtotal, discount = agg.discount, tax = agg.tax, total = agg.total,
+            item_count = agg.item_count
+        FROM (
+            SELECT i.sale_key,
+                   sum(i.subtotal)::DECIMAL(18,4) AS subtotal,
+                   sum(i.discount)::DECIMAL(18,4) AS discount,
+                   sum(i.tax)::DECIMAL(18,4) AS tax,
+                   sum(i.total + coalesce(i.tax, 0))::DECIMAL(18,4) AS total,
+                   count(*)::INTEGER AS item_count
+            FROM core.sale_items i JOIN touched_sales USING (sale_key)
+            GROUP BY i.sale_key
+        ) agg
+        WHERE s.sale_key = agg.sale_key
+        """
+    )
+    con.execute(
+        """
+        UPDATE core.sale_items i SET line_no = n.line_no
+        FROM (
+            SELECT sale_key, line_id,
+                   row_number() OVER (PARTITION BY sale_key ORDER BY line_id)::INTEGER AS line_no
+            FROM core.sale_items JOIN touched_sales USING (sale_key)
+        ) n
+        WHERE i.sale_key = n.sale_key AND i.line_id = n.line_id
+        """
+    )
+    con.execute("DROP TABLE touched_sales")
+
+
+def refresh_stores(con: Connection, stores: Sequence[tuple[str, str, list[str]]]) -> None:
+    """core.stores mirrors the config; store ids on sales are re-mapped from location keys."""
+    con.execute("DELETE FROM core.stores")
+    if stores:
+        con.executemany("INSERT INTO core.stores VALUES (?, ?, ?)", [list(s) for s in stores])
+
+
+def remap_store_ids(con: Connection, source: str, mapping: dict[str, str]) -> None:
+    """Apply the config's location-key -> store mapping to a source's sales and inventory,
+    so a store added to the config later also maps history already loaded."""
+    con.execute("CREATE OR REPLACE TEMP TABLE store_map (location_key VARCHAR, store_id VARCHAR)")
+    if mapping:
+        con.executemany("INSERT INTO store_map VALUES (?, ?)", [[k, v] for k, v in mapping.items()])
+    for table in ("core.sales", "core.inventory"):
+        con.execute(
+            f"""
+            UPDATE {table} t SET store_id = m.store_id
+            FROM (SELECT DISTINCT x.location_key, sm.store_id
+                  FROM {table} x LEFT JOIN store_map sm USING (location_key)
+                  WHERE x.source = ?) m
+            WHERE t.source = ? AND t.location_key IS NOT DISTINCT FROM m.location_key
+              AND t.store_id IS DISTINCT FROM m.store_id
+            """,
+            [source, source],
+        )
+    con.execute("DROP TABLE store_map")
+
+
+def refresh_unmapped_locations(con: Connection, source: str) -> int:
+    """ops.unmapped_locations lists a source's location keys with sales but no store."""
+    con.execute("DELETE FROM ops.unmapped_locations WHERE source = ?", [source])
+    con.execute(
+        """
+        INSERT INTO ops.unmapped_locations
+        SELECT source, location_key, max(location_name), count(*), min(sold_at), max(sold_at)
+        FROM core.sales
+        WHERE source = ? AND store_id IS NULL AND location_key IS NOT NULL
+        GROUP BY source, location_key
+        """,
+        [source],
+    )
+    return con.execute(
+        "SELECT count(*) FROM ops.unmapped_locations WHERE source = ?", [source]
+    ).fetchone()[0]
+
+
+def set_state(con: Connection, source: str, entity: str, key: str, value: str | None) -> None:
+    con.execute(
+        "DELETE FROM ops.sync_state WHERE source = ? AND entity = ? AND key = ?",
+        [source, entity, key],
+    )
+    con.execute(
+        "INSERT INTO ops.sync_state VALUES (?, ?, ?, ?, ?)",
+        [source, entity, key, value, datetime.now(UTC)],
+    )
+
+
+def get_state(con: Connection, source: str, entity: str, key: str) -> str | None:
+    row = con.execute(
+        "SELECT value FROM ops.sync_state WHERE source = ? AND entity = ? AND key = ?",
+        [source, entity, key],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def table_counts(con: Connection, tables: Sequence[str]) -> dict[str, int]:
+    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}

@@ -1,0 +1,68 @@
+"""Build the whole Dagster code location from an `AppConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from aiq_sync.config import AppConfig, FileDropSource
+from assets.core import CORE_KEYS, build_core
+from assets.file_drop import build_file_drop, partitions_for
+from assets.resources import duckdb_resource
+
+
+@dataclass
+class SyncParts:
+    """Everything the factory builds, addressable by source (the CLI runner needs this)."""
+
+    landing: dict[str, dg.AssetsDefinition] = field(default_factory=dict)
+    partitions: dict[str, dg.PartitionsDefinition] = field(default_factory=dict)
+    core: dg.AssetsDefinition | None = None
+    jobs: list[dg.UnresolvedAssetJobDefinition] = field(default_factory=list)
+    sensors: list[dg.SensorDefinition] = field(default_factory=list)
+    schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
+    resources: dict[str, DuckDBResource] = field(default_factory=dict)
+
+
+def build_parts(config: AppConfig) -> SyncParts:
+    parts = SyncParts(resources={"duckdb": duckdb_resource(config)})
+    for source in config.sources:
+        if isinstance(source, FileDropSource):
+            land, job, sensor = build_file_drop(config, source)
+            parts.landing[source.name] = land
+            parts.partitions[source.name] = partitions_for(source)
+            parts.jobs.append(job)
+            parts.sensors.append(sensor)
+    landing_keys = [key for asset in parts.landing.values() for key in asset.keys]
+    parts.core = build_core(config, landing_keys)
+
+    load_job = dg.define_asset_job(
+        "load_warehouse",
+        selection=dg.AssetSelection.assets(*CORE_KEYS.values()),
+        description="Load everything landed into the canonical tables.",
+    )
+    parts.jobs.append(load_job)
+    parts.schedules.append(
+        dg.ScheduleDefinition(
+            name="nightly_sync",
+            job=load_job,
+            cron_schedule=config.schedule.cron,
+            execution_timezone=config.schedule.timezone,
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Nightly load of everything landed since the last run.",
+        )
+    )
+    return parts
+
+
+def build_definitions(config: AppConfig) -> dg.Definitions:
+    parts = build_parts(config)
+    return dg.Definitions(
+        assets=[*parts.landing.values(), parts.core],
+        jobs=parts.jobs,
+        schedules=parts.schedules,
+        sensors=parts.sensors,
+        resources=parts.resources,
+    )
