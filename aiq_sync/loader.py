@@ -137,11 +137,13 @@ def load_source(
     pending.sort(key=lambda m: m.version)
     for chunk in _chunks(pending, chunk_rows):
         _load_chunk(con, landing, normaliser, context, chunk, report)
+        message = (
+            f"{source}/{entity}: loaded {report.partitions_loaded}/{len(pending)} partitions, "
+            f"{report.rows_in} rows, {report.quarantined} quarantined"
+        )
+        log.info(message)
         if progress:
-            progress(
-                f"{source}/{entity}: loaded {report.partitions_loaded}/{len(pending)} partitions, "
-                f"{report.rows_in} rows, {report.quarantined} quarantined"
-            )
+            progress(message)
     with warehouse.transaction(con):
         warehouse.remap_store_ids(con, source, context.store_map)
         report.unmapped_locations = warehouse.refresh_unmapped_locations(con, source)

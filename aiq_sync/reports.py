@@ -72,3 +72,30 @@ def quarantine_reasons(con: Connection, limit: int = 10) -> list[tuple[str, str,
 
 def table_counts(con: Connection) -> dict[str, int]:
     return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SUMMARY_TABLES}
+
+
+def render_summary(con: Connection, warehouse_path: str) -> str:
+    """The end-of-run table: rows per table, quarantine, unmapped stores, where the file is."""
+    counts = table_counts(con)
+    width = max(len(t) for t in counts)
+    lines = ["", f"{'table':<{width}}  {'rows':>10}", f"{'-' * width}  {'-' * 10}"]
+    lines += [f"{t:<{width}}  {n:>10,}" for t, n in counts.items()]
+    shares = quarantine_shares(con)
+    if shares:
+        lines.append("")
+        lines.append(
+            "quarantined: "
+            + ", ".join(
+                f"{q.source} {q.quarantined:,} of {q.rows_in:,} ({q.share:.2%})" for q in shares
+            )
+        )
+        for source, kind, n in quarantine_reasons(con, limit=5):
+            lines.append(f"  {source}: {n:,} x {kind}")
+    unmapped = unmapped_locations(con)
+    if unmapped:
+        lines.append(
+            "unmapped locations (add them to stores[].keys): "
+            + ", ".join(f"{s}:{k} ({n:,} sales)" for s, k, n in unmapped)
+        )
+    lines.append(f"warehouse: {warehouse_path}")
+    return "\n".join(lines)

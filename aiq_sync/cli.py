@@ -1,0 +1,140 @@
+"""`aiq-sync` command line.
+
+  aiq-sync check                      validate the config (exit 2 with one line per problem)
+  aiq-sync run [--source S] [--from D --to D] [--force]
+                                      land and load in-process through the Dagster assets
+  aiq-sync summary                    rows per table, quarantine, unmapped stores
+  aiq-sync sql "SELECT ..."           run a read-only query on the warehouse
+
+The `run` command is the one place this package reaches into the Dagster layer (`assets`),
+imported lazily so the core stays importable without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+
+from aiq_sync import reports, warehouse
+from aiq_sync.config import AppConfig, ConfigError, FileDropSource, load_config, missing_secrets
+
+EXIT_CONFIG = 2
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiq-sync", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--config", help="config file (default: $AIQ_SYNC_CONFIG or ./aiq_sync.yaml)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="validate the config and what it points at")
+    run = sub.add_parser("run", help="sync now, in-process")
+    run.add_argument("--source", action="append", help="only this source (repeatable)")
+    run.add_argument("--from", dest="start", type=_date, help="first day of the window")
+    run.add_argument("--to", dest="end", type=_date, help="last day of the window (inclusive)")
+    run.add_argument("--force", action="store_true", help="re-land partitions even if unchanged")
+    sub.add_parser("summary", help="print the warehouse summary")
+    sql = sub.add_parser("sql", help="run a read-only SQL query on the warehouse")
+    sql.add_argument("query")
+    return parser
+
+
+def check_problems(config: AppConfig) -> list[str]:
+    """Problems the schema cannot see: missing secrets, missing folders."""
+    problems = missing_secrets(config)
+    for source in config.sources:
+        if isinstance(source, FileDropSource):
+            folder = config.resolve(source.location)
+            if not folder.is_dir():
+                problems.append(f"sources[{source.name}].location: folder {folder} does not exist")
+    return problems
+
+
+def _load(args: argparse.Namespace) -> AppConfig:
+    return load_config(args.config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    problems = check_problems(config)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return EXIT_CONFIG
+    print(f"config OK: {len(config.sources)} source(s), {len(config.stores)} store(s)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from assets.runner import run_sync  # Dagster layer, imported only for this command
+
+    config = _load(args)
+    if args.start and args.end and args.start > args.end:
+        print(f"--from {args.start} is after --to {args.end}", file=sys.stderr)
+        return EXIT_CONFIG
+    for name in args.source or []:
+        if name not in config.source_names:
+            print(f"--source {name}: no such source; configured: {', '.join(config.source_names)}")
+            return EXIT_CONFIG
+    problems = check_problems(config)
+    if problems:
+        for problem in problems:
+            print(problem)
+        return EXIT_CONFIG
+    outcome = run_sync(
+        config, sources=args.source, start=args.start, end=args.end, force=args.force
+    )
+    with warehouse.open_warehouse(config.warehouse_path, read_only=True) as con:
+        print(reports.render_summary(con, str(config.warehouse_path)))
+    for label in outcome.warned_checks:
+        print(f"check WARN  {label}")
+    for label in outcome.failed_checks:
+        print(f"check FAIL  {label}")
+    for failure in outcome.failures:
+        print(f"FAILED  {failure}", file=sys.stderr)
+    return 0 if outcome.ok else 1
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    config = _load(args)
+    path = config.warehouse_path
+    if not Path(path).exists():
+        print(f"no warehouse at {path} yet: run `aiq-sync run` first")
+        return 1
+    with warehouse.open_warehouse(path, read_only=True) as con:
+        print(reports.render_summary(con, str(path)))
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    config = _load(args)
+    with warehouse.open_warehouse(config.warehouse_path, read_only=True) as con:
+        con.sql(args.query).show(max_width=200, max_rows=50)
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "run": cmd_run, "summary": cmd_summary, "sql": cmd_sql}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"config {exc.path} is invalid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""`aiq-sync run`: the same assets the daemon runs, materialised in-process.
+
+Each landing partition is one real Dagster run (visible in the UI when DAGSTER_HOME is set),
+then one run of the load step. Prints a progress line per partition.
+"""
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from aiq_sync.config import AppConfig, FileDropSource
+from aiq_sync.landing import Landing
+from assets.factory import SyncParts, build_parts
+from connectors.file_drop import ENTITY, DropFile, discover
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class RunOutcome:
+    landed: int = 0
+    unchanged: int = 0
+    failures: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+    warned_checks: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.failed_checks
+
+
+def instance_for_cli() -> dg.DagsterInstance:
+    """The persistent instance when DAGSTER_HOME is set (runs show in the UI), else ephemeral."""
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            cause = error.cause.message.strip() if error.cause else ""
+            messages.append((error.message.strip() + (" " + cause if cause else "")).strip())
+    return "; ".join(messages) or "run failed"
+
+
+def _in_window(drop: DropFile, tz: str, start: date | None, end: date | None) -> bool:
+    day = datetime.fromtimestamp(drop.mtime_ns / 1e9, ZoneInfo(tz)).date()
+    return (start is None or day >= start) and (end is None or day <= end)
+
+
+def run_sync(
+    config: AppConfig,
+    *,
+    sources: list[str] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    force: bool = False,
+    instance: dg.DagsterInstance | None = None,
+    out: Callable[[str], None] = print,
+) -> RunOutcome:
+    warnings.filterwarnings("ignore", module="dagster")
+    instance = instance or instance_for_cli()
+    parts = build_parts(config)
+    outcome = RunOutcome()
+    landing = Landing(config.landing_path)
+    selected = [config.source(name) for name in sources] if sources else config.sources
+    for source in selected:
+        if isinstance(source, FileDropSource):
+            _land_file_drop(
+                config, parts, source, landing, instance, start, end, force, out, outcome
+            )
+    _load(parts, instance, out, outcome)
+    return outcome
+
+
+def _land_file_drop(
+    config: AppConfig,
+    parts: SyncParts,
+    source: FileDropSource,
+    landing: Landing,
+    instance: dg.DagsterInstance,
+    start: date | None,
+    end: date | None,
+    force: bool,
+    out: Callable[[str], None],
+    outcome: RunOutcome,
+) -> None:
+    if source.freeze:
+        since = landing.last_extracted_at(source.name)
+        out(
+            f"{source.name}: frozen (use last backup) since "
+            f"{since.isoformat() if since else 'never'}: drop folder not read"
+        )
+        return
+    tz = config.source_timezone(source)
+    files = [
+        f
+        for f in discover(config.resolve(source.location), source.pattern)
+        if _in_window(f, tz, start, end)
+    ]
+    landed = {
+        m.partition_key: m.origin.get("fingerprint") for m in landing.manifests(source.name, ENTITY)
+    }
+    todo = [f for f in files if force or landed.get(f.name) != f.fingerprint]
+    outcome.unchanged += len(files) - len(todo)
+    out(f"{source.name}: {len(files)} files, {len(todo)} new or changed")
+    partitions = parts.partitions[source.name]
+    assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name
+    instance.add_dynamic_partitions(partitions.name, [f.name for f in todo])
+    width = len(str(len(todo)))
+    for i, drop in enumerate(todo, 1):
+        started = time.monotonic()
+        result = dg.materialize(
+            [parts.landing[source.name]],
+            partition_key=drop.name,
+            instance=instance,
+            resources=parts.resources,
+            run_config=QUIET,
+            raise_on_error=False,
+            tags={"aiq_sync/trigger": "cli"},
+        )
+        seconds = time.monotonic() - started
+        prefix = f"[{i:>{width}}/{len(todo)}] {source.name}/{ENTITY} {drop.name}"
+        if not result.success:
+            message = _failure_text(result)
+            outcome.failures.append(f"{source.name}/{ENTITY} {drop.name}: {message}")
+            out(f"{prefix}: FAILED: {message}")
+            continue
+        outcome.landed += 1
+        meta = result.asset_materializations_for_node(result.job_def.nodes[0].name)[0].metadata
+        status = meta["status"].value
+        if status == "unreadable":
+            out(f"{prefix}: REJECTED WHOLE: {meta['error'].value} ({seconds:.2f}s)")
+        else:
+            out(
+                f"{prefix}: {meta['rows'].value} rows, "
+                f"{meta['rows_unparseable'].value} unparseable ({seconds:.2f}s)"
+            )
+
+
+def _load(
+    parts: SyncParts, instance: dg.DagsterInstance, out: Callable[[str], None], outcome: RunOutcome
+) -> None:
+    assert parts.core is not None
+    progress = logging.getLogger("aiq_sync.loader")
+    handler = _PrintHandler(out)
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    try:
+        result = dg.materialize(
+            [parts.core],
+            instance=instance,
+            resources=parts.resources,
+            run_config=QUIET,
+            raise_on_error=False,
+            tags={"aiq_sync/trigger": "cli"},
+        )
+    finally:
+        progress.removeHandler(handler)
+    if not result.success:
+        message = _failure_text(result)
+        outcome.failures.append(f"load: {message}")
+        out(f"load: FAILED: {message}")
+        return
+    for check in result.get_asset_check_evaluations():
+        if check.passed:
+            continue
+        label = f"{check.asset_key.to_user_string()}:{check.check_name}: {check.description}"
+        if check.severity == dg.AssetCheckSeverity.WARN:
+            outcome.warned_checks.append(label)
+        else:
+            outcome.failed_checks.append(label)
+
+
+class _PrintHandler(logging.Handler):
+    def __init__(self, out: Callable[[str], None]):
+        super().__init__(logging.INFO)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out(record.getMessage())
