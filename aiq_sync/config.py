@@ -247,10 +247,9 @@ def _field_path(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
                 label = str(node[item].get("name") or node[item].get("id") or item)
             parts.append(f"[{label}]")
             node = node[item] if isinstance(node, list) and item < len(node) else None
+        elif isinstance(node, dict) and item == node.get("type") and item not in node:
+            continue  # the discriminated union's tag (e.g. 'file_drop'), not a field
         else:
-            if isinstance(node, list):
-                # discriminated-union tag (e.g. 'file_drop'); not a real field
-                continue
             parts.append(("." if parts else "") + str(item))
             node = node.get(item) if isinstance(node, dict) else None
     return "".join(parts) or "(top level)"

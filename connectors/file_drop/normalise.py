@@ -40,6 +40,10 @@ from aiq_sync.normalise import (
 
 ENTITY = "lines"
 _CENTI_CENT = Decimal("0.0001")
+PERSONA_FIELDS = [
+    "persona_key", "customer_id", "patient_name", "phone", "email", "birth", "postal_code",
+    "address", "sold_at", "_pv",
+]  # fmt: skip
 MONEY_FIELDS = ("subtotal", "tax", "discount", "allocated_price")
 
 
@@ -240,8 +244,13 @@ class FileDropNormaliser:
             }
         )
         # Persona: the customer as of their latest transaction; blanks keep older values.
-        latest = g.assign(_pv=g["sold_at"].map(lambda t: t.isoformat()) + "|" + g["_version"])
-        latest = latest.sort_values("_pv").drop_duplicates("persona_key", keep="last")
+        # Per field, the newest non-blank value (groupby().last() skips nulls).
+        latest = (
+            g.assign(_pv=g["sold_at"].map(lambda t: t.isoformat()) + "|" + g["_version"])
+            .sort_values("_pv")[PERSONA_FIELDS]
+            .groupby("persona_key", sort=False, as_index=False)
+            .last()
+        )
         names = latest["patient_name"].map(split_name)
         phones = map_unique(latest["phone"], phone_e164)
         emails = map_unique(latest["email"], email_normal)

@@ -1,0 +1,177 @@
+"""Dagster: the definitions, the drop sensor's cursor, and real materialisations."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from aiq_sync import reports, warehouse
+from aiq_sync.config import AppConfig, load_config
+from assets.factory import build_definitions, build_parts
+from assets.runner import run_sync
+from examples.generate_drops import DropReport, DropSpec, generate
+from tests.conftest import line, write_drop
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SMALL = DropSpec(days=12, customers=300, lines_target=2500, bad_lines=10, bad_files=3)
+
+
+@pytest.fixture(scope="module")
+def small_drops(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DropReport]:
+    folder = tmp_path_factory.mktemp("drops")
+    return folder, generate(folder, SMALL)
+
+
+@pytest.fixture
+def demo_config(tmp_path: Path, small_drops: tuple[Path, DropReport]) -> AppConfig:
+    """The shipped demo config, pointed at a copy of small generated drops in tmp_path."""
+    folder, _ = small_drops
+    shutil.copytree(folder, tmp_path / "drops")
+    text = (EXAMPLES / "aiq_sync.yaml").read_text(encoding="utf-8")
+    (tmp_path / "aiq_sync.yaml").write_text(text.replace("../data/", "data/"), encoding="utf-8")
+    return load_config(tmp_path / "aiq_sync.yaml")
+
+
+def test_demo_definitions_snapshot() -> None:
+    config = load_config(EXAMPLES / "aiq_sync.yaml")
+    defs = build_definitions(config)
+    repo = defs.get_repository_def()
+    keys = sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys())
+    assert keys == [
+        "core/inventory", "core/personas", "core/products", "core/sale_items", "core/sales",
+        "core/stores", "drops/lines", "ops/quarantine", "ops/unmapped_locations",
+    ]  # fmt: skip
+    assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
+        "drops_land",
+        "load_warehouse",
+    ]
+    # the automation sensor runs core_tables after landings (eager automation condition)
+    assert sorted(s.name for s in repo.sensor_defs) == [
+        "default_automation_condition_sensor",
+        "drops_drop_sensor",
+    ]
+    (schedule,) = repo.schedule_defs
+    assert (schedule.cron_schedule, schedule.execution_timezone) == (
+        "0 3 * * *",
+        "America/Los_Angeles",
+    )
+    core = repo.assets_defs_by_key[dg.AssetKey(["core", "sales"])]
+    assert core.op.pool == "duckdb_writer"
+    checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in core.check_specs)
+    assert "ops/unmapped_locations:every_location_mapped" in checks
+    assert "ops/quarantine:quarantine_share" in checks
+    assert "core/sale_items:unique_keys" in checks
+
+
+def test_drop_sensor_cursor_runs_once_per_new_or_changed_file(
+    make_config: Callable[..., AppConfig],
+) -> None:
+    config = make_config()
+    folder = config.resolve("drops")
+    a = write_drop(folder / "a.csv", [line()])
+    write_drop(folder / "b.csv", [line(TransactionID="T2")])
+    (sensor,) = build_parts(config).sensors
+    instance = dg.DagsterInstance.ephemeral()
+
+    first = sensor(dg.build_sensor_context(instance=instance))
+    assert sorted(r.partition_key for r in first.run_requests) == ["a.csv", "b.csv"]
+    assert first.dynamic_partitions_requests[0].partition_keys == ["a.csv", "b.csv"]
+    assert all(
+        str(os.path.getsize(folder / r.partition_key)) in r.run_key for r in first.run_requests
+    )
+
+    unchanged = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    assert not unchanged.run_requests
+
+    write_drop(a, [line(), line(Item_ID="I2")])  # same name, new size and mtime
+    changed = sensor(dg.build_sensor_context(instance=instance, cursor=unchanged.cursor))
+    assert [r.partition_key for r in changed.run_requests] == ["a.csv"]
+    assert changed.run_requests[0].run_key != first.run_requests[0].run_key
+
+    (folder / "b.csv").unlink()  # deleting a file starts nothing and forgets it
+    after_delete = sensor(dg.build_sensor_context(instance=instance, cursor=changed.cursor))
+    assert not after_delete.run_requests
+    assert set(json.loads(after_delete.cursor)) == {"a.csv"}
+
+
+def test_frozen_source_sensor_reads_nothing(make_config: Callable[..., AppConfig]) -> None:
+    config = make_config(
+        sources=[{"name": "drops", "type": "file_drop", "location": "drops", "freeze": True}]
+    )
+    write_drop(config.resolve("drops") / "a.csv", [line()])
+    (sensor,) = build_parts(config).sensors
+    result = sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral()))
+    assert isinstance(result, dg.SkipReason) and "frozen" in (result.skip_message or "")
+
+
+@pytest.mark.e2e
+def test_materialize_demo_definitions_loads_every_good_line(
+    demo_config: AppConfig, small_drops: tuple[Path, DropReport]
+) -> None:
+    _, truth = small_drops
+    parts = build_parts(demo_config)
+    instance = dg.DagsterInstance.ephemeral()
+    files = sorted(p.name for p in demo_config.resolve("drops").glob("*.csv"))
+    instance.add_dynamic_partitions("drops__files", files)
+    for name in files:
+        result = dg.materialize(
+            [parts.landing["drops"]],
+            partition_key=name,
+            instance=instance,
+            resources=parts.resources,
+        )
+        assert result.success
+    result = dg.materialize([parts.core], instance=instance, resources=parts.resources)
+    assert result.success
+
+    with warehouse.open_warehouse(demo_config.warehouse_path, read_only=True) as con:
+        counts = reports.table_counts(con)
+        refunds = con.execute("SELECT count(*) FROM core.sales WHERE is_refund").fetchone()[0]
+        bad = con.execute("SELECT file, line FROM ops.quarantine ORDER BY 1, 2").fetchall()
+    assert counts["core.sale_items"] == truth.good_lines
+    assert counts["core.sales"] == truth.transactions
+    assert counts["core.personas"] == truth.customers_with_sales
+    assert refunds == truth.refund_transactions
+    assert bad == sorted((f, n) for f, n, _ in truth.bad_lines)
+
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    unmapped = checks["every_location_mapped"]
+    assert not unmapped.passed and unmapped.severity == dg.AssetCheckSeverity.WARN
+    assert "drops:99" in (unmapped.description or "")
+    assert checks["quarantine_share"].passed
+    sales_meta = result.asset_materializations_for_node("core_tables")[1].metadata
+    assert sales_meta["rows"].value == truth.transactions
+
+
+@pytest.mark.e2e
+def test_cli_run_twice_gives_identical_tables(demo_config: AppConfig) -> None:
+    lines: list[str] = []
+    first = run_sync(demo_config, out=lines.append)
+    assert first.ok, first.failures
+    assert any(line.startswith("[") and "drops/lines sales_" in line for line in lines)
+
+    def snapshot() -> dict[str, object]:
+        with warehouse.open_warehouse(demo_config.warehouse_path, read_only=True) as con:
+            return {
+                t: con.execute(
+                    f"SELECT count(*), sum(hash(COLUMNS(* EXCLUDE (quarantined_at)))) FROM {t}"
+                    if t == "ops.quarantine"
+                    else f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {t}"
+                ).fetchall()
+                for t in reports.SUMMARY_TABLES
+            }
+
+    before = snapshot()
+    lines.clear()
+    second = run_sync(demo_config, out=lines.append)
+    assert second.ok and second.landed == 0 and second.unchanged == SMALL.days
+    assert snapshot() == before
+    forced = run_sync(demo_config, force=True, out=lines.append)
+    assert forced.landed == SMALL.days
+    assert snapshot() == before

@@ -1,0 +1,148 @@
+"""Config validation: every mistake is one line naming the field path and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aiq_sync.cli import main
+from aiq_sync.config import ConfigError, load_config, missing_secrets, parse_config
+
+BASE = {
+    "stores": [{"id": "midtown", "name": "Midtown", "keys": {"drops": "101"}}],
+    "sources": [{"name": "drops", "type": "file_drop", "location": "drops"}],
+}
+
+
+def problems(raw: dict) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    return caught.value.problems
+
+
+def with_source(**fields: object) -> dict:
+    return {**BASE, "sources": [{**BASE["sources"][0], **fields}]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (with_source(enroll_after="2024-13-01"), "sources[drops].enroll_after: "),
+        (with_source(enrol_after="2024-01-01"), "sources[drops].enrol_after: unknown field"),
+        (with_source(type="shopify"), "sources[drops]: unknown source type 'shopify'"),
+        (with_source(name="Bad Name"), "sources[Bad Name].name: source name 'Bad Name'"),
+        (with_source(timezone="Mars/Base"), "sources[drops].timezone: unknown time zone"),
+        (with_source(lookback_days=90), "sources[drops].lookback_days: "),
+        (with_source(location="s3://bucket/x"), "sources[drops].location: location scheme 's3'"),
+        (with_source(enroll_after="2024-01-01"), "enroll_after is set but age_gate_confirmed"),
+        (with_source(sms_double_opt_in_after="2024-01-01"), "age_gate_confirmed is not true"),
+        (with_source(sync_contacts=True), "sync_contacts is only available on bigcommerce"),
+        ({**BASE, "schedule": {"cron": "every night"}}, "schedule.cron: cron 'every night'"),
+        ({**BASE, "quarantine_threshold": 2}, "quarantine_threshold: "),
+        ({**BASE, "wherehouse": "x.duckdb"}, "wherehouse: unknown field"),
+        (
+            {**BASE, "sources": [{"name": "drops", "location": "drops"}]},
+            "sources[drops]: missing field 'type'",
+        ),
+        (
+            {**BASE, "sources": [{"type": "file_drop", "name": "drops"}]},
+            "sources[drops].location: required field is missing",
+        ),
+        (
+            {**BASE, "sources": BASE["sources"] * 2},
+            "sources: duplicate source name(s) drops",
+        ),
+        (
+            {**BASE, "stores": [{"id": "x", "name": "X", "keys": {"nope": "1"}}]},
+            "stores[x].keys.nope: no source named 'nope'",
+        ),
+        (
+            {
+                **BASE,
+                "stores": [
+                    {"id": "a", "name": "A", "keys": {"drops": "1"}},
+                    {"id": "b", "name": "B", "keys": {"drops": ["2", "1"]}},
+                ],
+            },
+            "stores[b].keys.drops: location key '1' is already mapped to store 'a'",
+        ),
+    ],
+)
+def test_each_mistake_names_its_field(raw: dict, expected: str) -> None:
+    found = problems(raw)
+    assert any(expected in p for p in found), found
+
+
+def test_several_mistakes_are_all_reported_one_line_each() -> None:
+    raw = {
+        **BASE,
+        "schedule": {"cron": "x", "timezone": "Nowhere/City"},
+        "sources": [{"name": "drops", "type": "file_drop", "location": "d", "freeze": "maybe"}],
+    }
+    found = problems(raw)
+    assert len(found) == 3, found
+    assert all("\n" not in p for p in found)
+    assert {p.split(":")[0] for p in found} == {
+        "schedule.cron",
+        "schedule.timezone",
+        "sources[drops].freeze",
+    }
+
+
+def test_valid_config_resolves_paths_against_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "cfg").mkdir()
+    path = tmp_path / "cfg" / "aiq_sync.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "warehouse": "../data/w.duckdb"}), encoding="utf-8")
+    config = load_config(path)
+    assert config.warehouse_path == (tmp_path / "data" / "w.duckdb").resolve()
+    assert config.store_map() == {("drops", "101"): "midtown"}
+    assert config.source_timezone(config.source("drops")) == "UTC"
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "aiq_sync.yaml"
+    path.write_text("sources:\n  - name: drops\n   type: file_drop\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "line 3" in caught.value.problems[0]
+
+
+def test_missing_secret_names_field_and_variable_but_not_value() -> None:
+    class WithSecret:
+        name = "bc"
+        secret_envs = {"access_token_env": "BC_TOKEN"}
+
+    class Config:
+        sources = [WithSecret()]
+
+    assert missing_secrets(Config(), {}) == [  # type: ignore[arg-type]
+        "sources[bc].access_token_env: environment variable BC_TOKEN is not set"
+    ]
+    assert missing_secrets(Config(), {"BC_TOKEN": "s3cr3t"}) == []  # type: ignore[arg-type]
+
+
+def test_check_command_exits_2_with_one_line_per_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "aiq_sync.yaml"
+    path.write_text(
+        yaml.safe_dump(with_source(enroll_after="soon", timezone="Nowhere")), encoding="utf-8"
+    )
+    assert main(["--config", str(path), "check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"config {path} is invalid:"
+    assert len(err) == 3
+    assert any("sources[drops].timezone" in e for e in err)
+
+
+def test_check_command_reports_a_missing_drop_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "aiq_sync.yaml"
+    path.write_text(yaml.safe_dump(BASE), encoding="utf-8")
+    assert main(["--config", str(path), "check"]) == 2
+    assert "sources[drops].location: folder" in capsys.readouterr().out
+    (tmp_path / "drops").mkdir()
+    assert main(["--config", str(path), "check"]) == 0

@@ -1,0 +1,69 @@
+"""Landing partitions: atomic replace, manifest as the commit point."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from aiq_sync.landing import MANIFEST, Landing
+
+
+def table(n: int) -> pa.Table:
+    return pa.table({"id": pa.array([str(i) for i in range(n)], pa.string())})
+
+
+def test_rerunning_a_partition_replaces_it(tmp_path: Path) -> None:
+    landing = Landing(tmp_path)
+    first = landing.write("bc", "orders", "2026-09-01", table(3), version="1")
+    second = landing.write("bc", "orders", "2026-09-01", table(5), version="2")
+    assert first.manifest_id != second.manifest_id
+    current = landing.manifest("bc", "orders", "2026-09-01")
+    assert current is not None and current.manifest_id == second.manifest_id
+    assert landing.read(current).num_rows == 5
+    folder = landing.partition_dir("bc", "orders", "2026-09-01")
+    assert folder.name == "date=2026-09-01"
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, second.data_file]
+
+
+def test_crash_before_the_manifest_commit_keeps_the_previous_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    landing = Landing(tmp_path)
+    good = landing.write("drops", "lines", "a.csv", table(2))
+    real_replace = os.replace
+
+    def crash_on_manifest(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).name == MANIFEST:
+            raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_manifest)
+    with pytest.raises(OSError, match="simulated crash"):
+        landing.write("drops", "lines", "a.csv", table(9))
+    monkeypatch.undo()
+    current = landing.manifest("drops", "lines", "a.csv")
+    assert current is not None and current.manifest_id == good.manifest_id
+    assert landing.read(current).num_rows == 2
+
+
+def test_streamed_batches_and_empty_partitions(tmp_path: Path) -> None:
+    landing = Landing(tmp_path)
+    batches = (b for t in (table(2), table(3)) for b in t.to_batches())
+    manifest = landing.write("s", "e", "2026-01-01", batches, schema=table(0).schema)
+    assert manifest.rows == 5 and landing.read(manifest).num_rows == 5
+    empty = landing.write("s", "e", "2026-01-02", iter(()), schema=table(0).schema)
+    assert empty.rows == 0 and landing.read(empty).schema == table(0).schema
+    assert [m.partition_key for m in landing.manifests("s", "e")] == ["2026-01-01", "2026-01-02"]
+
+
+def test_partition_keys_that_are_file_names_are_quoted(tmp_path: Path) -> None:
+    landing = Landing(tmp_path)
+    landing.write("drops", "lines", "sales 2026/09?.csv", table(1))
+    manifest = landing.manifest("drops", "lines", "sales 2026/09?.csv")
+    assert manifest is not None and manifest.partition_key == "sales 2026/09?.csv"
+    assert landing.partition_dir("drops", "lines", "sales 2026/09?.csv").parent == (
+        tmp_path / "drops" / "lines"
+    )

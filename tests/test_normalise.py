@@ -1,0 +1,108 @@
+"""Field normalisers: what a user would check in personas and sales."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from aiq_sync.normalise import (
+    email_normal,
+    parse_date,
+    parse_decimal,
+    phone_e164,
+    sms_capable,
+    split_name,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("9162345678", "+19162345678"),  # digits only, as POS files send them
+        ("(916) 234-5678", "+19162345678"),
+        ("1-916-234-5678", "+19162345678"),
+        ("+1 604 555 1234", "+16045551234"),  # Canada shares +1 and is valid
+        ("6045551234", "+16045551234"),
+        ("555-123-4567", None),  # the reference's invalid examples
+        ("1234567890", None),
+        ("12345", None),
+        ("", None),
+        (None, None),
+        ("not a phone", None),
+    ],
+)
+def test_phone_e164(raw: str | None, expected: str | None) -> None:
+    assert phone_e164(raw) == expected
+
+
+def test_toll_free_numbers_cannot_receive_sms() -> None:
+    assert sms_capable(phone_e164("8005550123")) is False
+    assert sms_capable(phone_e164("8885550123")) is False
+    assert sms_capable(phone_e164("9162345678")) is True
+    assert sms_capable(None) is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Jane@Example.COM", "jane@example.com"),
+        ("  bob.smith+tag@mail.co  ", "bob.smith+tag@mail.co"),
+        ("bob@", None),
+        ("a@@yahoo.com", None),
+        ("none", None),
+        ("first last@x.com", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_email_normal(raw: str | None, expected: str | None) -> None:
+    assert email_normal(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Jane Smith", ("Jane", "Smith")),
+        ("  Ana   Maria  Lopez ", ("Ana", "Maria Lopez")),
+        ("Green, Jacob", ("Jacob", "Green")),
+        ("Mei Thompson, II", ("Mei", "Thompson, II")),
+        ("Prince", ("Prince", None)),
+        ("", (None, None)),
+        (None, (None, None)),
+    ],
+)
+def test_split_name(raw: str | None, expected: tuple[str | None, str | None]) -> None:
+    assert split_name(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("40.00", Decimal("40.00")),
+        ("1,234.50", Decimal("1234.50")),
+        ("$12.00", Decimal("12.00")),
+        ("-3", Decimal("-3")),
+        ("(4.25)", Decimal("-4.25")),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_decimal(raw: str | None, expected: Decimal | None) -> None:
+    assert parse_decimal(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["12,5x", "1O.99", "#VALUE!", "1.2.3", "n/a", "$$4", "-", "12,34"])
+def test_parse_decimal_rejects_garbage(raw: str) -> None:
+    with pytest.raises(ValueError, match="not a number"):
+        parse_decimal(raw)
+
+
+def test_parse_date_accepts_both_contract_formats_and_rejects_the_rest() -> None:
+    assert parse_date("2026/09/05") == date(2026, 9, 5)
+    assert parse_date("2026-09-05") == date(2026, 9, 5)
+    assert parse_date("") is None
+    for bad in ("2026/13/45", "2026/02/30", "20261045", "N/A"):
+        with pytest.raises(ValueError, match="not a date"):
+            parse_date(bad)

@@ -1,0 +1,98 @@
+"""Warehouse merges: one row per key, newest version wins in any load order."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+
+from aiq_sync import warehouse
+from aiq_sync.migrations import LATEST_VERSION
+
+
+def products(rows: list[tuple[str, str, str | None, str]]) -> pa.Table:
+    ids, names, brands, versions = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "source": ["s"] * len(rows),
+            "product_id": list(ids),
+            "name": list(names),
+            "brand": list(brands),
+            "price": ["1.50"] * len(rows),
+            "_version": list(versions),
+        }
+    )
+
+
+def test_migrations_apply_once_and_record_their_version(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    with warehouse.open_warehouse(path) as con:
+        versions = con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        assert versions == LATEST_VERSION
+        assert warehouse.migrate(con) == []
+    with warehouse.open_warehouse(path) as con:
+        schemas = {r[0] for r in con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
+        assert {"core", "loyalty", "ops", "analytics"} <= schemas
+
+
+def test_newest_version_wins_whatever_the_load_order(tmp_path: Path) -> None:
+    old = products([("p1", "Old name", "Acme", "2026-01-01")])
+    new = products([("p1", "New name", "Acme", "2026-02-01")])
+    results = []
+    for order in ((old, new), (new, old)):
+        with warehouse.open_warehouse(tmp_path / f"w{len(results)}.duckdb") as con:
+            for batch in order:
+                warehouse.merge(con, "core.products", batch, ("source", "product_id"))
+            results.append(con.execute("SELECT name, price FROM core.products").fetchall())
+    assert results[0] == results[1] == [("New name", Decimal("1.5000"))]
+
+
+def test_duplicates_in_one_batch_collapse_and_counts_are_reported(tmp_path: Path) -> None:
+    batch = products([("p1", "A", None, "1"), ("p1", "B", None, "2"), ("p2", "C", None, "1")])
+    with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
+        first = warehouse.merge(con, "core.products", batch, ("source", "product_id"))
+        assert (first.staged, first.inserted, first.updated) == (2, 2, 0)
+        again = warehouse.merge(con, "core.products", batch, ("source", "product_id"))
+        assert (again.staged, again.inserted, again.updated) == (2, 0, 2)
+        rows = con.execute("SELECT product_id, name FROM core.products ORDER BY 1").fetchall()
+    assert rows == [("p1", "B"), ("p2", "C")]
+
+
+def test_sticky_columns_keep_known_values_when_the_newer_row_is_blank(tmp_path: Path) -> None:
+    with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
+        keys = ("source", "product_id")
+        warehouse.merge(con, "core.products", products([("p1", "A", "Acme", "1")]), keys)
+        warehouse.merge(
+            con,
+            "core.products",
+            products([("p1", "A2", None, "2")]),
+            keys,
+            keep_existing_when_null=("brand",),
+        )
+        assert con.execute("SELECT name, brand FROM core.products").fetchall() == [("A2", "Acme")]
+
+
+def test_money_is_decimal_not_float(tmp_path: Path) -> None:
+    with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
+        kinds = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'core' AND table_name = 'sales'"
+            ).fetchall()
+        )
+    assert kinds["total"] == "DECIMAL(18,4)"
+    assert kinds["sold_at"] == "TIMESTAMP WITH TIME ZONE"
+
+
+def test_a_failed_transaction_leaves_the_previous_state(tmp_path: Path) -> None:
+    with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
+        keys = ("source", "product_id")
+        warehouse.merge(con, "core.products", products([("p1", "A", None, "1")]), keys)
+        try:
+            with warehouse.transaction(con):
+                warehouse.merge(con, "core.products", products([("p2", "B", None, "1")]), keys)
+                raise RuntimeError("crash mid-load")
+        except RuntimeError:
+            pass
+        assert con.execute("SELECT product_id FROM core.products").fetchall() == [("p1",)]
