@@ -44,6 +44,16 @@ def build_parts(config: AppConfig) -> SyncParts:
         description="Load everything landed into the canonical tables.",
     )
     parts.jobs.append(load_job)
+    # Runs the load step after landings (core assets are `eager`); on by default so a
+    # dropped file reaches the warehouse without anyone clicking anything.
+    parts.sensors.append(
+        dg.AutomationConditionSensorDefinition(
+            "load_after_landing",
+            target=dg.AssetSelection.all(),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=60,
+        )
+    )
     parts.schedules.append(
         dg.ScheduleDefinition(
             name="nightly_sync",

@@ -96,7 +96,6 @@ def build_file_drop(config: AppConfig, source: FileDropSource):
     job = dg.define_asset_job(
         name=f"{source.name.replace('-', '_')}_land",
         selection=dg.AssetSelection.assets(land),
-        partitions_def=partitions,
         description=f"Land one drop file of {source.name}",
     )
 

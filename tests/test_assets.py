@@ -53,8 +53,8 @@ def test_demo_definitions_snapshot() -> None:
     ]
     # the automation sensor runs core_tables after landings (eager automation condition)
     assert sorted(s.name for s in repo.sensor_defs) == [
-        "default_automation_condition_sensor",
         "drops_drop_sensor",
+        "load_after_landing",
     ]
     (schedule,) = repo.schedule_defs
     assert (schedule.cron_schedule, schedule.execution_timezone) == (
@@ -76,7 +76,7 @@ def test_drop_sensor_cursor_runs_once_per_new_or_changed_file(
     folder = config.resolve("drops")
     a = write_drop(folder / "a.csv", [line()])
     write_drop(folder / "b.csv", [line(TransactionID="T2")])
-    (sensor,) = build_parts(config).sensors
+    (sensor,) = [s for s in build_parts(config).sensors if s.name == "drops_drop_sensor"]
     instance = dg.DagsterInstance.ephemeral()
 
     first = sensor(dg.build_sensor_context(instance=instance))
@@ -105,7 +105,7 @@ def test_frozen_source_sensor_reads_nothing(make_config: Callable[..., AppConfig
         sources=[{"name": "drops", "type": "file_drop", "location": "drops", "freeze": True}]
     )
     write_drop(config.resolve("drops") / "a.csv", [line()])
-    (sensor,) = build_parts(config).sensors
+    sensor = next(s for s in build_parts(config).sensors if s.name == "drops_drop_sensor")
     result = sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral()))
     assert isinstance(result, dg.SkipReason) and "frozen" in (result.skip_message or "")
 
