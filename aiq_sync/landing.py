@@ -15,7 +15,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +64,12 @@ class Landing:
         )
         return self.root / source / entity / label
 
+    def open_partition(self, source: str, entity: str, partition_key: str) -> PartitionWriter:
+        """A writer that streams batches into a new data file; `commit()` makes it current."""
+        folder = self.partition_dir(source, entity, partition_key)
+        folder.mkdir(parents=True, exist_ok=True)
+        return PartitionWriter(folder, source, entity, partition_key)
+
     def write(
         self,
         source: str,
@@ -75,45 +81,31 @@ class Landing:
         rejects: pa.Table | None = None,
         status: Literal["ok", "unreadable"] = "ok",
         error: str | None = None,
+        late_fields: Callable[[], dict[str, Any]] | None = None,
         **fields: Any,
     ) -> Manifest:
-        """Write a partition and commit it by replacing its manifest. Re-running replaces."""
-        folder = self.partition_dir(source, entity, partition_key)
-        folder.mkdir(parents=True, exist_ok=True)
-        manifest_id = uuid.uuid4().hex[:16]
-        rows = 0
-        data_file = None
-        if batches is not None:
-            data_file = f"data-{manifest_id}.parquet"
-            rows = _write_parquet(folder / data_file, batches, schema)
-        rejects_file = None
-        rejected = 0
-        if rejects is not None and rejects.num_rows:
-            rejects_file = f"rejects-{manifest_id}.parquet"
-            rejected = _write_parquet(folder / rejects_file, rejects, rejects.schema)
-        manifest = Manifest(
-            manifest_id=manifest_id,
-            source=source,
-            entity=entity,
-            partition_key=partition_key,
-            status=status,
-            rows=rows,
-            rejected=rejected,
-            extracted_at=datetime.now(UTC),
-            data_file=data_file,
-            rejects_file=rejects_file,
-            error=error,
-            **fields,
-        )
-        tmp = folder / f".{MANIFEST}.{manifest_id}.tmp"
-        tmp.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-        _fsync(tmp)
-        os.replace(tmp, folder / MANIFEST)
-        keep = {MANIFEST, data_file, rejects_file}
-        for stale in folder.iterdir():
-            if stale.name not in keep and not stale.name.startswith("."):
-                stale.unlink(missing_ok=True)
-        return manifest
+        """Write a partition and commit it by replacing its manifest. Re-running replaces.
+
+        `late_fields` is called after the data is written, for manifest fields only known
+        then (e.g. how many requests the extraction made).
+        """
+        writer = self.open_partition(source, entity, partition_key)
+        try:
+            if batches is not None:
+                if isinstance(batches, pa.Table):
+                    schema = batches.schema
+                    batches = batches.to_batches()
+                writer.start_data(schema)
+                for batch in batches:
+                    writer.write_batch(batch)
+            if rejects is not None and rejects.num_rows:
+                writer.write_rejects(rejects)
+            return writer.commit(
+                status=status, error=error, **fields, **(late_fields() if late_fields else {})
+            )
+        except BaseException:
+            writer.abort()
+            raise
 
     def manifest(self, source: str, entity: str, partition_key: str) -> Manifest | None:
         path = self.partition_dir(source, entity, partition_key) / MANIFEST
@@ -163,32 +155,91 @@ def _read_manifest(path: Path) -> Manifest | None:
     return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
 
 
-def _write_parquet(
-    path: Path, batches: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema | None
-) -> int:
-    """Stream batches into one Parquet file (memory bounded by a batch), then rename it in."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    rows = 0
-    if isinstance(batches, pa.Table):
-        schema = batches.schema
-        batches = batches.to_batches()
-    writer: pq.ParquetWriter | None = None
-    try:
-        for batch in batches:
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, schema or batch.schema, compression="zstd")
-            writer.write_batch(batch)
-            rows += batch.num_rows
-        if writer is None:
-            if schema is None:
-                raise ValueError("an empty partition needs an explicit schema")
-            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-    finally:
-        if writer is not None:
-            writer.close()
-    _fsync(tmp)
-    os.replace(tmp, path)
-    return rows
+class PartitionWriter:
+    """Streams one partition's data (memory bounded by a batch), then commits its manifest.
+
+    Data goes to `data-<id>.parquet` under a temporary name; `commit()` renames it in and
+    atomically replaces `_manifest.json`, then removes files of older ids. Until `commit()`
+    returns, readers keep seeing the previous manifest and its files.
+    """
+
+    def __init__(self, folder: Path, source: str, entity: str, partition_key: str):
+        self.folder = folder
+        self.source, self.entity, self.partition_key = source, entity, partition_key
+        self.manifest_id = uuid.uuid4().hex[:16]
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._data_file: str | None = None
+        self._rejects_file: str | None = None
+        self._rejected = 0
+
+    def _tmp(self, name: str) -> Path:
+        return self.folder / f".{name}.tmp"
+
+    def start_data(self, schema: pa.Schema | None) -> None:
+        self._data_file = f"data-{self.manifest_id}.parquet"
+        self._schema = schema
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if self._data_file is None:
+            self.start_data(batch.schema)
+        if self._writer is None:
+            assert self._data_file is not None
+            self._writer = pq.ParquetWriter(
+                self._tmp(self._data_file), self._schema or batch.schema, compression="zstd"
+            )
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def write_rejects(self, rejects: pa.Table) -> None:
+        self._rejects_file = f"rejects-{self.manifest_id}.parquet"
+        pq.write_table(rejects, self._tmp(self._rejects_file), compression="zstd")
+        self._rejected = rejects.num_rows
+
+    def commit(self, **fields: Any) -> Manifest:
+        if self._data_file is not None:
+            if self._writer is None:  # no rows: still an explicit, empty partition
+                if self._schema is None:
+                    raise ValueError("an empty partition needs an explicit schema")
+                self._writer = pq.ParquetWriter(
+                    self._tmp(self._data_file), self._schema, compression="zstd"
+                )
+            self._writer.close()
+            self._writer = None
+        for name in (self._data_file, self._rejects_file):
+            if name is not None:
+                _fsync(self._tmp(name))
+                os.replace(self._tmp(name), self.folder / name)
+        manifest = Manifest(
+            manifest_id=self.manifest_id,
+            source=self.source,
+            entity=self.entity,
+            partition_key=self.partition_key,
+            rows=self.rows,
+            rejected=self._rejected,
+            extracted_at=datetime.now(UTC),
+            data_file=self._data_file,
+            rejects_file=self._rejects_file,
+            **fields,
+        )
+        tmp = self._tmp(f"{MANIFEST}.{self.manifest_id}")
+        tmp.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        _fsync(tmp)
+        os.replace(tmp, self.folder / MANIFEST)
+        keep = {MANIFEST, self._data_file, self._rejects_file}
+        for stale in self.folder.iterdir():
+            if stale.name not in keep and not stale.name.startswith("."):
+                stale.unlink(missing_ok=True)
+        return manifest
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for name in (self._data_file, self._rejects_file):
+            if name is not None:
+                self._tmp(name).unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

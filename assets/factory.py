@@ -8,16 +8,19 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from aiq_sync.config import AppConfig, FileDropSource
+from assets.api_source import build_api_source, daily_partitions
 from assets.core import CORE_KEYS, build_core
 from assets.file_drop import build_file_drop, partitions_for
 from assets.resources import duckdb_resource
+from connectors.registry import API_CONNECTORS
 
 
 @dataclass
 class SyncParts:
     """Everything the factory builds, addressable by source (the CLI runner needs this)."""
 
-    landing: dict[str, dg.AssetsDefinition] = field(default_factory=dict)
+    # source name -> its landing assets (one for a file drop, one per entity for an API)
+    landing: dict[str, list[dg.AssetsDefinition]] = field(default_factory=dict)
     partitions: dict[str, dg.PartitionsDefinition] = field(default_factory=dict)
     core: dg.AssetsDefinition | None = None
     jobs: list[dg.UnresolvedAssetJobDefinition] = field(default_factory=list)
@@ -31,11 +34,19 @@ def build_parts(config: AppConfig) -> SyncParts:
     for source in config.sources:
         if isinstance(source, FileDropSource):
             land, job, sensor = build_file_drop(config, source)
-            parts.landing[source.name] = land
+            parts.landing[source.name] = [land]
             parts.partitions[source.name] = partitions_for(source)
             parts.jobs.append(job)
             parts.sensors.append(sensor)
-    landing_keys = [key for asset in parts.landing.values() for key in asset.keys]
+        elif source.source_type in API_CONNECTORS:
+            assets, jobs, schedules = build_api_source(
+                config, source, API_CONNECTORS[source.source_type]
+            )
+            parts.landing[source.name] = assets
+            parts.partitions[source.name] = daily_partitions(config, source)
+            parts.jobs.extend(jobs)
+            parts.schedules.extend(schedules)
+    landing_keys = [key for assets in parts.landing.values() for a in assets for key in a.keys]
     parts.core = build_core(config, landing_keys)
 
     load_job = dg.define_asset_job(
@@ -70,7 +81,7 @@ def build_parts(config: AppConfig) -> SyncParts:
 def build_definitions(config: AppConfig) -> dg.Definitions:
     parts = build_parts(config)
     return dg.Definitions(
-        assets=[*parts.landing.values(), parts.core],
+        assets=[a for assets in parts.landing.values() for a in assets] + [parts.core],
         jobs=parts.jobs,
         schedules=parts.schedules,
         sensors=parts.sensors,

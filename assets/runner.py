@@ -15,8 +15,9 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from aiq_sync.config import AppConfig, FileDropSource
+from aiq_sync.config import AppConfig, FileDropSource, SourceBase
 from aiq_sync.landing import Landing
+from assets.api_source import ASSET_PARTITION_RANGE_END, ASSET_PARTITION_RANGE_START
 from assets.factory import SyncParts, build_parts
 from connectors.file_drop import ENTITY, DropFile, discover
 
@@ -121,7 +122,7 @@ def _land_file_drop(
     for i, drop in enumerate(todo, 1):
         started = time.monotonic()
         result = dg.materialize(
-            [parts.landing[source.name]],
+            parts.landing[source.name],
             partition_key=drop.name,
             instance=instance,
             resources=parts.resources,
@@ -145,6 +146,76 @@ def _land_file_drop(
             out(
                 f"{prefix}: {meta['rows'].value} rows, "
                 f"{meta['rows_unparseable'].value} unparseable ({seconds:.2f}s)"
+            )
+
+
+def _default_start(landing: Landing, source: SourceBase, entities: list[str]) -> date:
+    """Resume from the last landed day (re-landed: it may have been partial), or start_date."""
+    last_days = []
+    for entity in entities:
+        days = [m.partition_key for m in landing.manifests(source.name, entity)]
+        if not days:
+            return source.start_date
+        last_days.append(date.fromisoformat(max(days)))
+    return min(last_days, default=source.start_date)
+
+
+def _land_api(
+    config: AppConfig,
+    parts: SyncParts,
+    source: SourceBase,
+    landing: Landing,
+    instance: dg.DagsterInstance,
+    start: date | None,
+    end: date | None,
+    out: Callable[[str], None],
+    outcome: RunOutcome,
+) -> None:
+    if source.freeze:
+        since = landing.last_extracted_at(source.name)
+        out(
+            f"{source.name}: frozen (use last backup) since "
+            f"{since.isoformat() if since else 'never'}: no request made"
+        )
+        return
+    tz = config.source_timezone(source)
+    today = datetime.now(ZoneInfo(tz)).date()
+    windowed = [a for a in parts.landing[source.name] if a.partitions_def is not None]
+    snapshots = [a for a in parts.landing[source.name] if a.partitions_def is None]
+    runs: list[tuple[list[dg.AssetsDefinition], dict[str, str], str]] = []
+    if windowed:
+        entities = [a.key.path[-1] for a in windowed]
+        first = start or _default_start(landing, source, entities)
+        last = min(end or today, today)
+        if first <= last:
+            tags = {ASSET_PARTITION_RANGE_START: first.isoformat(),
+                    ASSET_PARTITION_RANGE_END: last.isoformat()}  # fmt: skip
+            runs.append((windowed, tags, f"{first}..{last}"))
+    if snapshots:
+        runs.append((snapshots, {}, "snapshot"))
+    for assets, tags, label in runs:
+        started = time.monotonic()
+        result = dg.materialize(
+            assets,
+            instance=instance,
+            resources=parts.resources,
+            run_config=QUIET,
+            raise_on_error=False,
+            tags={"aiq_sync/trigger": "cli", **tags},
+        )
+        seconds = time.monotonic() - started
+        if not result.success:
+            message = _failure_text(result)
+            outcome.failures.append(f"{source.name} {label}: {message}")
+            out(f"{source.name} {label}: FAILED: {message}")
+            continue
+        for event in result.get_asset_materialization_events():
+            meta = event.materialization.metadata
+            outcome.landed += int(meta["partitions"].value)
+            out(
+                f"{event.asset_key.to_user_string()} {label}: {meta['rows'].value} records in "
+                f"{meta['partitions'].value} partition(s), {meta['requests'].value} requests "
+                f"({seconds:.1f}s)"
             )
 
 

@@ -1,13 +1,18 @@
-"""Which normaliser turns each source type's landed records into canonical rows."""
+"""Per source type: the API connector that extracts it (if any) and the normalisers that
+turn its landed records into canonical rows. Add a source type here and in config.py."""
 
 from __future__ import annotations
 
 from aiq_sync.canonical import Normaliser
+from aiq_sync.extract import ApiConnector
 from connectors.file_drop import FileDropNormaliser
 
 NORMALISERS: dict[str, list[Normaliser]] = {
     "file_drop": [FileDropNormaliser()],
 }
+
+
+API_CONNECTORS: dict[str, ApiConnector] = {}
 
 
 def normalisers_for(source_type: str) -> list[Normaliser]:

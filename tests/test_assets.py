@@ -121,7 +121,7 @@ def test_materialize_demo_definitions_loads_every_good_line(
     instance.add_dynamic_partitions("drops__files", files)
     for name in files:
         result = dg.materialize(
-            [parts.landing["drops"]],
+            parts.landing["drops"],
             partition_key=name,
             instance=instance,
             resources=parts.resources,
