@@ -102,6 +102,21 @@ class SourceBase(_Strict):
             )
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_are_env_names(cls, data: Any) -> Any:
+        # The value is never echoed: a pasted token must not end up in logs or terminals.
+        if isinstance(data, dict):
+            for field, value in data.items():
+                if field.endswith("_env") and not (
+                    isinstance(value, str) and ENV_NAME.match(value)
+                ):
+                    raise ValueError(
+                        f"{field} must name an environment variable (like BC_MAIN_TOKEN) that "
+                        "holds the secret, not the secret itself"
+                    )
+        return data
+
     @model_validator(mode="after")
     def _rules_need_age_gate(self) -> SourceBase:
         for rule in ("enroll_after", "sms_double_opt_in_after"):
@@ -146,12 +161,69 @@ class FileDropSource(SourceBase):
         return self
 
 
-SourceConfig = Annotated[FileDropSource, Field(discriminator="type")]
+_BC_API_PATH = re.compile(r"^(https?://[^/]+)/stores/([A-Za-z0-9]+)(/v[23])?/?$")
+
+
+class BigCommerceSource(SourceBase):
+    type: Literal["bigcommerce"]
+    source_type: Literal["bigcommerce"] = "bigcommerce"
+    # The "API Path" a merchant copies, e.g. https://api.bigcommerce.com/stores/abc123/v3/
+    api_path: str
+    access_token_env: str
+    # Requests in flight at once; pacing from the rate-limit headers does the rest.
+    max_concurrency: int = Field(default=4, ge=1, le=32)
+
+    @field_validator("api_path")
+    @classmethod
+    def _api_path_has_store_hash(cls, value: str) -> str:
+        if not _BC_API_PATH.match(value.strip()):
+            raise ValueError(
+                f"api_path {value!r} is not a BigCommerce API Path; expected "
+                "https://api.bigcommerce.com/stores/<store_hash>/v3/"
+            )
+        return value.strip()
+
+    @property
+    def store_hash(self) -> str:
+        match = _BC_API_PATH.match(self.api_path)
+        assert match
+        return match.group(2)
+
+    @property
+    def store_root(self) -> str:
+        """https://host/stores/<hash>/ — v2 and v3 paths hang off it."""
+        match = _BC_API_PATH.match(self.api_path)
+        assert match
+        return f"{match.group(1)}/stores/{match.group(2)}/"
+
+
+class WebjointSource(SourceBase):
+    type: Literal["webjoint"]
+    source_type: Literal["webjoint"] = "webjoint"
+    api_key_env: str
+    company_id: int
+    # Empty: every facility of the company, discovered on each run.
+    facility_ids: list[int] = Field(default_factory=list)
+    base_url: str = "https://app.webjoint.com/prod/api/"
+    max_concurrency: int = Field(default=2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _no_contact_sync(self) -> WebjointSource:
+        if self.sync_contacts:
+            raise ValueError("sync_contacts is only available on bigcommerce sources")
+        return self
+
+
+SourceConfig = Annotated[
+    FileDropSource | BigCommerceSource | WebjointSource, Field(discriminator="type")
+]
 
 
 class LoyaltySettings(_Strict):
     points_per_currency_unit: int = Field(default=1, ge=0)
     minimum_age: int = Field(default=21, ge=0, le=120)
+    # CSV of explicit SMS opt-outs (phone, keyword, opted_out_at); relative to the config file.
+    opt_out_file: str | None = None
 
 
 class AppConfig(_Strict):

@@ -146,3 +146,41 @@ def test_check_command_reports_a_missing_drop_folder(
     assert "sources[drops].location: folder" in capsys.readouterr().out
     (tmp_path / "drops").mkdir()
     assert main(["--config", str(path), "check"]) == 0
+
+
+BC = {
+    "name": "bc",
+    "type": "bigcommerce",
+    "api_path": "https://api.bigcommerce.com/stores/abc123/v3/",
+    "access_token_env": "BC_TOKEN",
+}
+
+
+def test_bigcommerce_store_hash_comes_from_the_api_path() -> None:
+    config = parse_config({"sources": [BC]})
+    source = config.sources[0]
+    assert source.store_hash == "abc123"
+    assert source.store_root == "https://api.bigcommerce.com/stores/abc123/"
+    assert source.secret_envs == {"access_token_env": "BC_TOKEN"}
+
+
+def test_a_pasted_token_is_rejected_without_being_echoed() -> None:
+    found = problems({"sources": [{**BC, "access_token_env": "tok_8f7a6s5d9"}]})
+    assert found == [
+        "sources[bc]: access_token_env must name an environment variable (like BC_MAIN_TOKEN) "
+        "that holds the secret, not the secret itself"
+    ]
+    assert "tok_8f7a6s5d9" not in " ".join(found)
+
+
+def test_bigcommerce_api_path_must_carry_a_store_hash() -> None:
+    found = problems({"sources": [{**BC, "api_path": "https://api.bigcommerce.com/v3/"}]})
+    assert found[0].startswith("sources[bc].api_path: api_path ")
+
+
+def test_webjoint_defaults_to_every_facility() -> None:
+    config = parse_config(
+        {"sources": [{"name": "wj", "type": "webjoint", "api_key_env": "WJ_KEY", "company_id": 7}]}
+    )
+    assert config.sources[0].facility_ids == []
+    assert config.sources[0].base_url == "https://app.webjoint.com/prod/api/"
