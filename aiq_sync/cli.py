@@ -5,6 +5,7 @@
                                       land and load in-process through the Dagster assets
   aiq-sync summary                    rows per table, quarantine, unmapped stores
   aiq-sync sql "SELECT ..."           run a read-only query on the warehouse
+  aiq-sync sandbox bigcommerce ...    serve a fake API on loopback (see --help)
 
 The `run` command is the one place this package reaches into the Dagster layer (`assets`),
 imported lazily so the core stays importable without it.
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("summary", help="print the warehouse summary")
     sql = sub.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql.add_argument("query")
+    sandbox = sub.add_parser("sandbox", help="serve a local fake of a source's API", add_help=False)
+    sandbox.add_argument("kind", choices=sorted(SANDBOXES))
+    sandbox.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -122,11 +126,29 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "run": cmd_run, "summary": cmd_summary, "sql": cmd_sql}
+# sandbox kind -> module with main(argv); imported only when asked for
+SANDBOXES = {"bigcommerce": "aiq_sync.sandbox.bigcommerce"}
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    import importlib
+
+    return importlib.import_module(SANDBOXES[args.kind]).main(args.args)
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "run": cmd_run,
+    "summary": cmd_summary,
+    "sql": cmd_sql,
+    "sandbox": cmd_sandbox,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "sandbox":  # needs no config
+        return cmd_sandbox(args)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

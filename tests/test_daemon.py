@@ -32,6 +32,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _failures(instance: dg.DagsterInstance, runs: list[dg.DagsterRun]) -> str:
+    lines = []
+    for run in runs:
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is not None and event.is_failure:
+                lines.append(f"{run.job_name} {run.tags.get('dagster/partition')}: {entry.message}")
+            elif entry.level >= 40 or (
+                event is not None and event.event_type_value == "ENGINE_EVENT"
+            ):
+                lines.append(f"{run.job_name}: {entry.message[:500]}")
+    return "runs failed:\n" + "\n".join(lines[-30:])
+
+
 @pytest.mark.e2e
 def test_daemon_lands_and_loads_dropped_files(tmp_path: Path) -> None:
     truth = generate(
@@ -70,7 +84,7 @@ def test_daemon_lands_and_loads_dropped_files(tmp_path: Path) -> None:
             assert proc.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
             runs = instance.get_runs()
             failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
-            assert not failed, f"runs failed: {[r.job_name for r in failed]}"
+            assert not failed, _failures(instance, failed)
             loaded = next(
                 (
                     r
