@@ -5,6 +5,8 @@
                                       land and load in-process through the Dagster assets
   aiq-sync summary                    rows per table, quarantine, unmapped stores
   aiq-sync sql "SELECT ..."           run a read-only query on the warehouse
+  aiq-sync loyalty purge --source S --reason enroll_after
+                                      remove members a rule enrolled (membership is sticky)
   aiq-sync sandbox bigcommerce ...    serve a fake API on loopback (see --help)
 
 The `run` command is the one place this package reaches into the Dagster layer (`assets`),
@@ -46,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("summary", help="print the warehouse summary")
     sql = sub.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql.add_argument("query")
+    loyalty = sub.add_parser("loyalty", help="loyalty maintenance")
+    loyalty_sub = loyalty.add_subparsers(dest="loyalty_command", required=True)
+    purge = loyalty_sub.add_parser("purge", help="remove members enrolled by a rule")
+    purge.add_argument("--source", required=True)
+    purge.add_argument("--reason", required=True, help="e.g. enroll_after")
     sandbox = sub.add_parser("sandbox", help="serve a local fake of a source's API", add_help=False)
     sandbox.add_argument("kind", choices=sorted(SANDBOXES))
     sandbox.add_argument("args", nargs=argparse.REMAINDER)
@@ -55,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 def check_problems(config: AppConfig) -> list[str]:
     """Problems the schema cannot see: missing secrets, missing folders."""
     problems = missing_secrets(config)
+    if config.loyalty.opt_out_file:
+        path = config.resolve(config.loyalty.opt_out_file)
+        if not path.is_file():
+            problems.append(f"loyalty.opt_out_file: {path} does not exist")
     for source in config.sources:
         if isinstance(source, FileDropSource):
             folder = config.resolve(source.location)
@@ -126,6 +137,27 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loyalty(args: argparse.Namespace) -> int:
+    from aiq_sync.loyalty import purge_members
+
+    config = _load(args)
+    if args.source not in config.source_names:
+        print(
+            f"--source {args.source}: no such source; configured: {', '.join(config.source_names)}"
+        )
+        return EXIT_CONFIG
+    with warehouse.open_warehouse(config.warehouse_path) as con:
+        removed = purge_members(con, args.source, args.reason)
+    print(f"removed {removed} member(s) of {args.source} enrolled for {args.reason}")
+    rule = getattr(config.source(args.source), args.reason, None)
+    if removed and rule is not None:
+        print(
+            f"note: sources[{args.source}].{args.reason} is still {rule}: the next run enrolls "
+            "whoever qualifies again; remove it from the config to keep them out"
+        )
+    return 0
+
+
 # sandbox kind -> module with main(argv); imported only when asked for
 SANDBOXES = {"bigcommerce": "aiq_sync.sandbox.bigcommerce"}
 
@@ -141,6 +173,7 @@ COMMANDS = {
     "run": cmd_run,
     "summary": cmd_summary,
     "sql": cmd_sql,
+    "loyalty": cmd_loyalty,
     "sandbox": cmd_sandbox,
 }
 

@@ -220,6 +220,97 @@ MIGRATIONS: list[Migration] = [
         FROM core.sales s LEFT JOIN core.stores st USING (store_id);
         """,
     ),
+    Migration(
+        3,
+        "identity map, opt-outs and ledger detail",
+        f"""
+        -- persona -> contact as last resolved: what keeps contact ids stable across runs
+        -- (core.personas.contact_id is a copy the loader may blank when it re-merges a row).
+        CREATE TABLE core.contact_keys (
+            persona_key VARCHAR NOT NULL,
+            contact_id BIGINT NOT NULL,
+            assigned_at TIMESTAMPTZ NOT NULL
+        );
+        -- a contact id retired because its personas now belong to another contact
+        CREATE TABLE core.contact_merges (
+            old_contact_id BIGINT NOT NULL,
+            contact_id BIGINT NOT NULL,
+            merged_at TIMESTAMPTZ NOT NULL
+        );
+        ALTER TABLE core.contacts ADD COLUMN sourced_from VARCHAR[];
+        ALTER TABLE core.contacts ADD COLUMN persona_count INTEGER;
+
+        CREATE TABLE loyalty.opt_outs (
+            phone VARCHAR NOT NULL,
+            keyword VARCHAR NOT NULL,
+            opted_out_at TIMESTAMPTZ,
+            source VARCHAR NOT NULL,
+            recorded_at TIMESTAMPTZ NOT NULL
+        );
+        ALTER TABLE loyalty.opt_in_requests ADD COLUMN updated_at TIMESTAMPTZ;
+
+        ALTER TABLE loyalty.points_ledger ADD COLUMN source VARCHAR;
+        ALTER TABLE loyalty.points_ledger ADD COLUMN kind VARCHAR;
+        ALTER TABLE loyalty.points_ledger ADD COLUMN base_amount {MONEY};
+        ALTER TABLE loyalty.points_ledger ADD COLUMN points_per_unit INTEGER;
+        ALTER TABLE loyalty.points_ledger ADD COLUMN refunded_sale_key VARCHAR;
+        ALTER TABLE loyalty.points_ledger ADD COLUMN rule_date DATE;
+        """,
+    ),
+    Migration(
+        4,
+        "analytics views for loyalty, SMS opt-ins and stores",
+        """
+        CREATE OR REPLACE VIEW analytics.loyalty_members AS
+        WITH enrolled AS (
+            SELECT contact_id, min(enrolled_at) AS enrolled_at,
+                   list_sort(list(DISTINCT source)) AS enrolled_via,
+                   list_sort(list(DISTINCT reason)) AS reasons
+            FROM loyalty.members GROUP BY contact_id
+        ), points AS (
+            SELECT contact_id, sum(points) AS points_balance,
+                   sum(points) FILTER (WHERE kind = 'earn') AS points_earned,
+                   sum(points) FILTER (WHERE kind = 'reverse') AS points_reversed,
+                   max(earned_at) FILTER (WHERE kind = 'earn') AS last_earned_at
+            FROM loyalty.points_ledger GROUP BY contact_id
+        )
+        SELECT e.contact_id, c.first_name, c.last_name, c.email, c.phone, c.birth_date,
+               c.favorite_store_id, st.name AS favorite_store_name, c.sourced_from,
+               e.enrolled_at, e.enrolled_via, e.reasons,
+               coalesce(p.points_balance, 0) AS points_balance,
+               coalesce(p.points_earned, 0) AS points_earned,
+               coalesce(p.points_reversed, 0) AS points_reversed,
+               p.last_earned_at
+        FROM enrolled e
+        LEFT JOIN core.contacts c USING (contact_id)
+        LEFT JOIN points p USING (contact_id)
+        LEFT JOIN core.stores st ON st.store_id = c.favorite_store_id;
+
+        CREATE OR REPLACE VIEW analytics.opt_in_queue AS
+        SELECT r.contact_id, r.phone, r.source, r.qualifying_sale_at, r.queued_at, r.status,
+               r.updated_at, c.first_name, c.last_name, c.favorite_store_id,
+               EXISTS (SELECT 1 FROM loyalty.opt_outs o WHERE o.phone = r.phone) AS opted_out
+        FROM loyalty.opt_in_requests r LEFT JOIN core.contacts c USING (contact_id);
+
+        CREATE OR REPLACE VIEW analytics.store_daily_sales AS
+        SELECT s.sold_local_date, s.store_id, st.name AS store_name, s.currency,
+               count(*) FILTER (WHERE NOT s.is_refund AND s.status = 'completed') AS sales,
+               count(*) FILTER (WHERE s.is_refund) AS refunds,
+               coalesce(sum(s.total) FILTER (WHERE NOT s.is_refund AND s.status = 'completed'),
+                        0) AS gross_sales,
+               coalesce(sum(s.total) FILTER (WHERE s.is_refund), 0) AS refund_total,
+               coalesce(sum(s.total) FILTER (WHERE s.is_refund
+                        OR s.status = 'completed'), 0) AS net_sales,
+               coalesce(sum(s.tax) FILTER (WHERE s.is_refund
+                        OR s.status = 'completed'), 0) AS net_tax,
+               count(DISTINCT s.contact_id) FILTER (WHERE NOT s.is_refund
+                        AND s.status = 'completed') AS identified_shoppers,
+               count(*) FILTER (WHERE NOT s.is_refund AND s.status = 'completed'
+                        AND s.contact_id IS NULL) AS anonymous_sales
+        FROM core.sales s LEFT JOIN core.stores st USING (store_id)
+        GROUP BY s.sold_local_date, s.store_id, st.name, s.currency;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

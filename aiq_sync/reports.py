@@ -14,6 +14,10 @@ SUMMARY_TABLES = (
     "core.products",
     "core.inventory",
     "core.stores",
+    "core.contacts",
+    "loyalty.members",
+    "loyalty.points_ledger",
+    "loyalty.opt_in_requests",
     "ops.quarantine",
     "ops.unmapped_locations",
 )

@@ -126,7 +126,8 @@ def merge(
     version is at least as new, whatever order partitions are loaded in (back-fills stay
     deterministic). Columns in `keep_existing_when_null` keep their stored value when the
     newer row has none (a POS line with a blank email does not erase a known email).
-    Missing columns in `rows` are NULL; values are cast to the table's types.
+    Columns missing from `rows` are NULL on insert and keep their stored value on update;
+    values are cast to the table's types.
     """
     if rows.num_rows == 0:
         return MergeResult(table, 0, 0, 0)
@@ -162,12 +163,14 @@ def merge(
         updated = con.execute(
             f"SELECT count(*) FROM {stage} s JOIN {table} t ON {on} WHERE s._version >= t._version"
         ).fetchone()[0]
+        # Columns the batch does not carry (e.g. contact_id, filled by the identity step)
+        # keep their stored values: a re-load never blanks what a later step derived.
         sets = ", ".join(
             f"{_q(c)} = coalesce(s.{_q(c)}, t.{_q(c)})"
             if c in keep_existing_when_null
             else f"{_q(c)} = s.{_q(c)}"
             for c in columns
-            if c not in keys
+            if c not in keys and c in present
         )
         values = ", ".join(f"s.{_q(c)}" for c in columns)
         before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]

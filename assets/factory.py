@@ -11,6 +11,7 @@ from aiq_sync.config import AppConfig, FileDropSource
 from assets.api_source import build_api_source, daily_partitions
 from assets.core import CORE_KEYS, build_core
 from assets.file_drop import build_file_drop, partitions_for
+from assets.loyalty import LOYALTY_KEYS, build_loyalty
 from assets.resources import duckdb_resource
 from connectors.registry import API_CONNECTORS
 
@@ -23,6 +24,7 @@ class SyncParts:
     landing: dict[str, list[dg.AssetsDefinition]] = field(default_factory=dict)
     partitions: dict[str, dg.PartitionsDefinition] = field(default_factory=dict)
     core: dg.AssetsDefinition | None = None
+    loyalty: dg.AssetsDefinition | None = None
     jobs: list[dg.UnresolvedAssetJobDefinition] = field(default_factory=list)
     sensors: list[dg.SensorDefinition] = field(default_factory=list)
     schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
@@ -48,11 +50,12 @@ def build_parts(config: AppConfig) -> SyncParts:
             parts.schedules.extend(schedules)
     landing_keys = [key for assets in parts.landing.values() for a in assets for key in a.keys]
     parts.core = build_core(config, landing_keys)
+    parts.loyalty = build_loyalty(config, list(CORE_KEYS.values()))
 
     load_job = dg.define_asset_job(
         "load_warehouse",
-        selection=dg.AssetSelection.assets(*CORE_KEYS.values()),
-        description="Load everything landed into the canonical tables.",
+        selection=dg.AssetSelection.assets(*CORE_KEYS.values(), *LOYALTY_KEYS.values()),
+        description="Load everything landed into the canonical tables, then apply the rules.",
     )
     parts.jobs.append(load_job)
     # Runs the load step after landings (core assets are `eager`); on by default so a
@@ -81,7 +84,8 @@ def build_parts(config: AppConfig) -> SyncParts:
 def build_definitions(config: AppConfig) -> dg.Definitions:
     parts = build_parts(config)
     return dg.Definitions(
-        assets=[a for assets in parts.landing.values() for a in assets] + [parts.core],
+        assets=[a for assets in parts.landing.values() for a in assets]
+        + [parts.core, parts.loyalty],
         jobs=parts.jobs,
         schedules=parts.schedules,
         sensors=parts.sensors,

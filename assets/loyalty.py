@@ -6,6 +6,7 @@ contact ids, never phones, e-mails or names.
 """
 
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -33,16 +34,44 @@ DESCRIPTIONS = {
     "loyalty.opt_in_requests": "One SMS double opt-in request per phone, never for opted-out "
     "phones.",
 }
-# (asset, check name, invariant in aiq_sync.rules.INVARIANTS or None, description)
+
+
+class Check(NamedTuple):
+    table: str
+    name: str
+    invariant: str | None  # a uniqueness rule in aiq_sync.rules.INVARIANTS, else special
+    description: str
+
+
 CHECKS = (
-    ("core.contacts", "unique_contact_id", "contacts_unique", "one row per contact_id"),
-    ("core.contacts", "every_persona_linked", None, "every persona with PII has a contact"),
-    ("loyalty.members", "one_membership_per_source", "members_unique", "one row per (contact, source)"),
-    ("loyalty.points_ledger", "one_row_per_sale", "ledger_unique", "one ledger row per sale_key"),
-    ("loyalty.opt_in_requests", "one_request_per_phone", "one_request_per_phone", "never two requests for a phone"),
-    ("loyalty.opt_in_requests", "none_pending_after_opt_out", None, "no pending request for an opted-out phone"),
-    ("loyalty.opt_in_requests", "opt_out_file_read", None, "the configured opt-out file was read"),
-)  # fmt: skip
+    Check("core.contacts", "unique_contact_id", "contacts_unique", "one row per contact_id"),
+    Check("core.contacts", "every_persona_linked", None, "every persona with PII has a contact"),
+    Check(
+        "loyalty.members",
+        "one_membership_per_source",
+        "members_unique",
+        "one row per (contact, source)",
+    ),
+    Check("loyalty.points_ledger", "one_row_per_sale", "ledger_unique", "one row per sale_key"),
+    Check(
+        "loyalty.opt_in_requests",
+        "one_request_per_phone",
+        "one_request_per_phone",
+        "never two requests for one phone",
+    ),
+    Check(
+        "loyalty.opt_in_requests",
+        "none_pending_after_opt_out",
+        None,
+        "no pending request for an opted-out phone",
+    ),
+    Check(
+        "loyalty.opt_in_requests",
+        "opt_out_file_read",
+        None,
+        "the configured opt-out file was found and read",
+    ),
+)
 
 
 def build_loyalty(config: AppConfig, upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
@@ -58,8 +87,8 @@ def build_loyalty(config: AppConfig, upstream: Sequence[dg.AssetKey]) -> dg.Asse
         for table, key in LOYALTY_KEYS.items()
     ]
     check_specs = [
-        dg.AssetCheckSpec(name, asset=LOYALTY_KEYS[table], description=description)
-        for table, name, _, description in CHECKS
+        dg.AssetCheckSpec(c.name, asset=LOYALTY_KEYS[c.table], description=c.description)
+        for c in CHECKS
     ]
 
     @dg.multi_asset(

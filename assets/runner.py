@@ -222,14 +222,14 @@ def _land_api(
 def _load(
     parts: SyncParts, instance: dg.DagsterInstance, out: Callable[[str], None], outcome: RunOutcome
 ) -> None:
-    assert parts.core is not None
+    assert parts.core is not None and parts.loyalty is not None
     progress = logging.getLogger("aiq_sync.loader")
     handler = _PrintHandler(out)
     progress.addHandler(handler)
     progress.setLevel(logging.INFO)
     try:
         result = dg.materialize(
-            [parts.core],
+            [parts.core, parts.loyalty],
             instance=instance,
             resources=parts.resources,
             run_config=QUIET,

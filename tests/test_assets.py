@@ -44,8 +44,9 @@ def test_demo_definitions_snapshot() -> None:
     repo = defs.get_repository_def()
     keys = sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys())
     assert keys == [
-        "core/inventory", "core/personas", "core/products", "core/sale_items", "core/sales",
-        "core/stores", "drops/lines", "ops/quarantine", "ops/unmapped_locations",
+        "core/contacts", "core/inventory", "core/personas", "core/products", "core/sale_items",
+        "core/sales", "core/stores", "drops/lines", "loyalty/members", "loyalty/opt_in_requests",
+        "loyalty/points_ledger", "ops/quarantine", "ops/unmapped_locations",
     ]  # fmt: skip
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
         "drops_land",
@@ -175,3 +176,37 @@ def test_cli_run_twice_gives_identical_tables(demo_config: AppConfig) -> None:
     forced = run_sync(demo_config, force=True, out=lines.append)
     assert forced.landed == SMALL.days
     assert snapshot() == before
+
+
+@pytest.mark.e2e
+def test_run_applies_the_rules_and_purge_removes_members_explicitly(
+    demo_config: AppConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aiq_sync.cli import main
+
+    assert run_sync(demo_config, out=lambda _: None).ok
+    with warehouse.open_warehouse(demo_config.warehouse_path, read_only=True) as con:
+        members = con.execute(
+            "SELECT count(*) FROM loyalty.members WHERE source = 'drops'"
+        ).fetchone()[0]
+        linked = con.execute("SELECT count(contact_id) = count(*) FROM core.personas").fetchone()
+    assert members > 0 and linked == (True,)
+    config_path = str(demo_config.base_dir / "aiq_sync.yaml")
+    code = main(
+        [
+            "--config",
+            config_path,
+            "loyalty",
+            "purge",
+            "--source",
+            "drops",
+            "--reason",
+            "enroll_after",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"removed {members} member(s) of drops enrolled for enroll_after" in out
+    assert "the next run enrolls whoever qualifies again" in out
+    with warehouse.open_warehouse(demo_config.warehouse_path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM loyalty.members").fetchone()[0] == 0

@@ -184,3 +184,15 @@ def test_webjoint_defaults_to_every_facility() -> None:
     )
     assert config.sources[0].facility_ids == []
     assert config.sources[0].base_url == "https://app.webjoint.com/prod/api/"
+
+
+def test_check_command_reports_a_missing_opt_out_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "drops").mkdir()
+    path = tmp_path / "aiq_sync.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "loyalty": {"opt_out_file": "stops.csv"}}))
+    assert main(["--config", str(path), "check"]) == 2
+    assert (
+        f"loyalty.opt_out_file: {tmp_path / 'stops.csv'} does not exist" in capsys.readouterr().out
+    )
