@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 export AIQ_SYNC_CONFIG ?= $(CURDIR)/examples/aiq_sync.yaml
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-DEMO_QUERY_STORES := SELECT store_name, count(*) AS sales, sum(total) AS revenue, \
-  count(DISTINCT persona_key) AS shoppers FROM analytics.sales WHERE NOT is_refund \
-  GROUP BY ALL ORDER BY revenue DESC
-DEMO_QUERY_REACH := SELECT sourced_from, count(*) AS personas, count(phone) AS with_phone, \
-  count(email) AS with_email, round(100.0 * count(phone) / count(*), 1) AS pct_phone \
-  FROM analytics.personas GROUP BY ALL
+DEMO_QUERY_STORES := SELECT coalesce(store_name, '(unmapped: ' || location_key || ')') AS store, \
+  count(*) AS sales, sum(total) AS revenue, count(DISTINCT contact_id) AS shoppers \
+  FROM analytics.sales WHERE NOT is_refund GROUP BY ALL ORDER BY revenue DESC
+DEMO_QUERY_LOYALTY := SELECT coalesce(favorite_store_name, '(none)') AS favorite_store, \
+  count(*) AS members, sum(points_balance) AS points, \
+  count(*) FILTER (WHERE contact_id IN (SELECT contact_id FROM analytics.opt_in_queue \
+  WHERE status = 'pending')) AS sms_opt_ins_pending \
+  FROM analytics.loyalty_members GROUP BY ALL ORDER BY members DESC
 
 .PHONY: install demo test lint format ui clean
 
@@ -31,8 +33,8 @@ demo: install
 	$(BIN)/aiq-sync run
 	@echo; echo "Revenue by store:"
 	@$(BIN)/aiq-sync sql "$(DEMO_QUERY_STORES)"
-	@echo "Reachable personas by source:"
-	@$(BIN)/aiq-sync sql "$(DEMO_QUERY_REACH)"
+	@echo "Loyalty members by favourite store:"
+	@$(BIN)/aiq-sync sql "$(DEMO_QUERY_LOYALTY)"
 
 test: install
 	$(BIN)/ruff check .

@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
+        if not Path(exc.path).is_file():
+            print(
+                f"config file {exc.path} not found (set AIQ_SYNC_CONFIG or pass --config)",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         print(f"config {exc.path} is invalid:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
