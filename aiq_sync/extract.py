@@ -137,6 +137,19 @@ def payloads(raw: pa.Table) -> list[dict[str, Any]]:
     return [json.loads(text) for text in raw.column("payload").to_pylist()]
 
 
+def resume_day(landing: Landing, source: str, entities: list[str], start_date: date) -> date:
+    """The first day the next windowed run must cover: the last day landed for every entity
+    (re-landed, it may have been partial), or `start_date` if an entity never landed. After a
+    freeze this is the stored watermark, so unfreezing leaves no gap."""
+    last_days = []
+    for entity in entities:
+        days = [m.partition_key for m in landing.manifests(source, entity)]
+        if not days:
+            return start_date
+        last_days.append(date.fromisoformat(max(days)))
+    return min(last_days, default=start_date)
+
+
 @dataclass(frozen=True)
 class EntitySpec:
     """What the Dagster factory needs to know about an entity without calling the API."""

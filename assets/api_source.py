@@ -14,7 +14,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from aiq_sync.config import AppConfig, SourceBase
-from aiq_sync.extract import ApiConnector, EntitySpec, land_days, land_entity
+from aiq_sync.extract import ApiConnector, EntitySpec, land_days, land_entity, resume_day
 from aiq_sync.landing import Landing, Manifest
 from assets.file_drop import frozen_result
 
@@ -84,7 +84,12 @@ def build_api_source(
             if source.freeze:
                 return dg.SkipReason(f"{source.name} is frozen (use last backup)")
             keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
-            start, end = keys[-2] if len(keys) > 1 else keys[-1], keys[-1]
+            # From the watermark (the last landed day), so a run after a freeze or an outage
+            # back-fills the gap; normally that is yesterday.
+            entities = [s.name for s in connector.entities if not s.snapshot]
+            resume = resume_day(landing, source.name, entities, source.start_date).isoformat()
+            start = max(min(resume, keys[-2] if len(keys) > 1 else keys[-1]), keys[0])
+            end = keys[-1]
             return dg.RunRequest(
                 run_key=f"{start}..{end}",
                 tags={ASSET_PARTITION_RANGE_START: start, ASSET_PARTITION_RANGE_END: end},

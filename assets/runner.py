@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from aiq_sync.config import AppConfig, FileDropSource, SourceBase
+from aiq_sync.extract import resume_day
 from aiq_sync.landing import Landing
 from assets.api_source import ASSET_PARTITION_RANGE_END, ASSET_PARTITION_RANGE_START
 from assets.factory import SyncParts, build_parts
@@ -149,17 +150,6 @@ def _land_file_drop(
             )
 
 
-def _default_start(landing: Landing, source: SourceBase, entities: list[str]) -> date:
-    """Resume from the last landed day (re-landed: it may have been partial), or start_date."""
-    last_days = []
-    for entity in entities:
-        days = [m.partition_key for m in landing.manifests(source.name, entity)]
-        if not days:
-            return source.start_date
-        last_days.append(date.fromisoformat(max(days)))
-    return min(last_days, default=source.start_date)
-
-
 def _land_api(
     config: AppConfig,
     parts: SyncParts,
@@ -185,7 +175,7 @@ def _land_api(
     runs: list[tuple[list[dg.AssetsDefinition], dict[str, str], str]] = []
     if windowed:
         entities = [a.key.path[-1] for a in windowed]
-        first = start or _default_start(landing, source, entities)
+        first = start or resume_day(landing, source.name, entities, source.start_date)
         last = min(end or today, today)
         if first <= last:
             tags = {ASSET_PARTITION_RANGE_START: first.isoformat(),
