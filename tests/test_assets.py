@@ -210,3 +210,35 @@ def test_run_applies_the_rules_and_purge_removes_members_explicitly(
     assert "the next run enrolls whoever qualifies again" in out
     with warehouse.open_warehouse(demo_config.warehouse_path, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM loyalty.members").fetchone()[0] == 0
+
+
+@pytest.mark.e2e
+def test_a_frozen_source_ignores_new_upstream_data_and_keeps_serving(
+    demo_config: AppConfig, tmp_path: Path
+) -> None:
+    assert run_sync(demo_config, out=lambda _: None).ok
+    with warehouse.open_warehouse(demo_config.warehouse_path, read_only=True) as con:
+        before = reports.table_counts(con)
+    raw = (tmp_path / "aiq_sync.yaml").read_text(encoding="utf-8")
+    (tmp_path / "aiq_sync.yaml").write_text(
+        raw.replace("    type: file_drop\n", "    type: file_drop\n    freeze: true\n"),
+        encoding="utf-8",
+    )
+    frozen = load_config(tmp_path / "aiq_sync.yaml")
+    assert frozen.source("drops").freeze
+    write_drop(frozen.resolve("drops") / "sales_new.csv", [line(TransactionID="NEW1")])
+    lines: list[str] = []
+    assert run_sync(frozen, out=lines.append).ok
+    assert any("frozen (use last backup) since 20" in line for line in lines), lines
+    with warehouse.open_warehouse(frozen.warehouse_path, read_only=True) as con:
+        assert reports.table_counts(con) == before
+        assert con.execute(
+            "SELECT count(*) FROM core.sales WHERE src_sale_id = 'NEW1'"
+        ).fetchone() == (0,)
+    (tmp_path / "aiq_sync.yaml").write_text(raw, encoding="utf-8")
+    thawed = load_config(tmp_path / "aiq_sync.yaml")
+    assert run_sync(thawed, out=lambda _: None).ok
+    with warehouse.open_warehouse(thawed.warehouse_path, read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*) FROM core.sales WHERE src_sale_id = 'NEW1'"
+        ).fetchone() == (1,)
