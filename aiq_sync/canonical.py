@@ -66,6 +66,11 @@ class CanonicalBatch:
     rows_in: int = 0
     # Field-level fixes that did not reject the row (e.g. invalid phone -> NULL), by kind.
     notes: dict[str, int] = field(default_factory=dict)
+    # table -> version: this batch holds the source's complete snapshot of `table` (e.g.
+    # inventory); after the merge, the source's rows with an older `_version` are deleted.
+    snapshots: dict[str, str] = field(default_factory=dict)
+    # key -> value for ops.sync_state under (source, normaliser entity), e.g. a store's time zone.
+    state: dict[str, str] = field(default_factory=dict)
 
     def rows(self, table: str) -> int:
         t = self.tables.get(table)

@@ -20,6 +20,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import duckdb
+
 from aiq_sync import reports, warehouse
 from aiq_sync.config import AppConfig, ConfigError, FileDropSource, load_config, missing_secrets
 
@@ -60,8 +62,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def check_problems(config: AppConfig) -> list[str]:
-    """Problems the schema cannot see: missing secrets, missing folders."""
+    """Problems the schema cannot see: missing secrets, missing folders, missing connectors."""
+    from connectors.registry import has_connector  # connectors import aiq_sync, not reverse
+
     problems = missing_secrets(config)
+    for source in config.sources:
+        if not has_connector(source.source_type):
+            problems.append(
+                f"sources[{source.name}].type: the {source.source_type} connector is not "
+                "available in this version"
+            )
     if config.loyalty.opt_out_file:
         path = config.resolve(config.loyalty.opt_out_file)
         if not path.is_file():
@@ -132,6 +142,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     config = _load(args)
+    if not config.warehouse_path.exists():
+        print(f"no warehouse at {config.warehouse_path} yet: run `aiq-sync run` first")
+        return 1
     with warehouse.open_warehouse(config.warehouse_path, read_only=True) as con:
         con.sql(args.query).show(max_width=200, max_rows=50)
     return 0
@@ -184,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sandbox(args)
     try:
         return COMMANDS[args.command](args)
+    except duckdb.Error as exc:  # a lock held by another process, a bad query, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"warehouse error: {first}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         if not Path(exc.path).is_file():
             print(

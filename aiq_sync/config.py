@@ -42,7 +42,7 @@ def _check_timezone(value: str | None) -> str | None:
         return value
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: 'America' is a folder
         raise ValueError(
             f"unknown time zone {value!r} (use an IANA name like America/Denver)"
         ) from exc
@@ -244,6 +244,19 @@ class AppConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"sources: duplicate source name(s) {', '.join(dupes)}")
+        # Dagster job and pool names use '_' for '-': 'pos-a' and 'pos_a' would collide.
+        folded = [n.replace("-", "_") for n in names]
+        clashes = sorted({n for n, f in zip(names, folded, strict=True) if folded.count(f) > 1})
+        if clashes:
+            raise ValueError(
+                f"sources: names {', '.join(clashes)} differ only by '-' and '_'; rename one"
+            )
+        for label in ("warehouse", "landing"):
+            if "://" in getattr(self, label):
+                raise ValueError(
+                    f"{label}: URLs are not supported yet ({getattr(self, label).split('://')[0]}"
+                    "://); use a local path"
+                )
         store_ids = [s.id for s in self.stores]
         dupes = sorted({n for n in store_ids if store_ids.count(n) > 1})
         if dupes:

@@ -3,8 +3,9 @@
 The loader picks every landed partition whose manifest differs from the one loaded last
 (`ops.loaded_partitions`), normalises it with the source's connector, and merges the
 result by natural key. Partitions are loaded in chunks, each chunk one transaction, so
-memory is bounded by a chunk and a crash leaves the previous good state; re-loading the
-same manifest is never needed, and re-loading a re-landed one replaces what it said.
+memory is bounded by a chunk and a crash leaves the previous good state. Loading is an
+upsert: a re-landed partition updates the rows it still has and replaces its quarantine,
+but rows it no longer has stay (deleting upstream data never deletes warehouse data).
 """
 
 from __future__ import annotations
@@ -191,6 +192,14 @@ def _load_chunk(
             report.inserted[table] += result.inserted
         derived = [k for b in batches for k in b.item_derived_sales]
         warehouse.refresh_sale_totals(con, derived)
+        snapshots: dict[str, str] = {}
+        for batch in batches:
+            for table, version in batch.snapshots.items():
+                snapshots[table] = max(version, snapshots.get(table, version))
+            for key, value in batch.state.items():
+                warehouse.set_state(con, context.source, normaliser.entity, key, value)
+        for table, version in snapshots.items():
+            warehouse.prune_snapshot(con, table, context.source, version)
         rejected = pa.concat_tables(quarantine)
         warehouse.replace_quarantine(
             con, context.source, normaliser.entity, [m.partition_key for m in chunk], rejected

@@ -146,8 +146,19 @@ def parse_date(raw: str | None) -> date | None:
     raise ValueError(f"not a date: {raw!r}")
 
 
+def nulls_to_none(values: pd.Series) -> pd.Series:
+    """Object dtype with None for every missing value.
+
+    pandas 3 represents a blank as NaN/NA in most dtypes; NaN is truthy, is not None, and
+    becomes the text 'nan' or an invalid JSON token downstream. Normalisers work on None.
+    """
+    out = values.astype(object)
+    return out.where(out.notna(), None)
+
+
 def map_unique(values: pd.Series, func: Callable[[Hashable], T]) -> pd.Series:
-    """Apply `func` once per distinct value (rows repeat customers and products)."""
+    """Apply `func` once per distinct non-blank value (rows repeat customers and products);
+    blanks map to None."""
     uniques = values.dropna().unique()
     mapping = {value: func(value) for value in uniques}
-    return values.map(mapping)
+    return nulls_to_none(values.map(mapping))

@@ -154,10 +154,28 @@ def merge(
             for c in columns
         )
         key_list = ", ".join(_q(k) for k in keys)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT {select} FROM {arrow_name} "
-            f"QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY _version DESC) = 1"
-        )
+        if keep_existing_when_null:
+            # Per column: the newest value, but for sticky columns the newest non-NULL one
+            # (arg_max skips NULLs, arg_max_null does not), so one blank line in a later file
+            # does not erase what an earlier file of the same batch said.
+            picks = ", ".join(
+                _q(c)
+                if c in keys
+                else "max(_version) AS _version"
+                if c == "_version"
+                else f"{'arg_max' if c in keep_existing_when_null else 'arg_max_null'}"
+                f"({_q(c)}, _version) AS {_q(c)}"
+                for c in columns
+            )
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT {picks} "
+                f"FROM (SELECT {select} FROM {arrow_name}) GROUP BY {key_list}"
+            )
+        else:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT {select} FROM {arrow_name} "
+                f"QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY _version DESC) = 1"
+            )
         staged = con.execute(f"SELECT count(*) FROM {stage}").fetchone()[0]
         on = " AND ".join(f"t.{_q(k)} IS NOT DISTINCT FROM s.{_q(k)}" for k in keys)
         updated = con.execute(
@@ -188,6 +206,13 @@ def merge(
 
 def _q(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def prune_snapshot(con: Connection, table: str, source: str, version: str) -> int:
+    """Keep only the newest snapshot of a source in `table`: rows of older ones are deleted."""
+    return con.execute(
+        f"DELETE FROM {table} WHERE source = ? AND _version < ?", [source, version]
+    ).fetchone()[0]
 
 
 def replace_quarantine(
@@ -299,22 +324,38 @@ def refresh_stores(con: Connection, stores: Sequence[tuple[str, str, list[str]]]
 
 def remap_store_ids(con: Connection, source: str, mapping: dict[str, str]) -> None:
     """Apply the config's location-key -> store mapping to a source's sales and inventory,
-    so a store added to the config later also maps history already loaded."""
+    so a store added to the config later also maps history already loaded. A sale whose
+    location key is not configured falls back to its location name (flat files key stores
+    by LocationID or by Facility Name)."""
     con.execute("CREATE OR REPLACE TEMP TABLE store_map (location_key VARCHAR, store_id VARCHAR)")
     if mapping:
         con.executemany("INSERT INTO store_map VALUES (?, ?)", [[k, v] for k, v in mapping.items()])
-    for table in ("core.sales", "core.inventory"):
-        con.execute(
-            f"""
-            UPDATE {table} t SET store_id = m.store_id
-            FROM (SELECT DISTINCT x.location_key, sm.store_id
-                  FROM {table} x LEFT JOIN store_map sm USING (location_key)
-                  WHERE x.source = ?) m
-            WHERE t.source = ? AND t.location_key IS NOT DISTINCT FROM m.location_key
-              AND t.store_id IS DISTINCT FROM m.store_id
-            """,
-            [source, source],
-        )
+    con.execute(
+        """
+        UPDATE core.sales t SET store_id = m.store_id
+        FROM (SELECT DISTINCT x.location_key, x.location_name,
+                     coalesce(by_key.store_id, by_name.store_id) AS store_id
+              FROM core.sales x
+              LEFT JOIN store_map by_key ON by_key.location_key = x.location_key
+              LEFT JOIN store_map by_name ON by_name.location_key = x.location_name
+              WHERE x.source = ?) m
+        WHERE t.source = ? AND t.location_key IS NOT DISTINCT FROM m.location_key
+          AND t.location_name IS NOT DISTINCT FROM m.location_name
+          AND t.store_id IS DISTINCT FROM m.store_id
+        """,
+        [source, source],
+    )
+    con.execute(
+        """
+        UPDATE core.inventory t SET store_id = m.store_id
+        FROM (SELECT DISTINCT x.location_key, sm.store_id
+              FROM core.inventory x LEFT JOIN store_map sm USING (location_key)
+              WHERE x.source = ?) m
+        WHERE t.source = ? AND t.location_key IS NOT DISTINCT FROM m.location_key
+          AND t.store_id IS DISTINCT FROM m.store_id
+        """,
+        [source, source],
+    )
     con.execute("DROP TABLE store_map")
 
 

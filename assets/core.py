@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -14,9 +15,13 @@ from aiq_sync.landing import Landing
 from aiq_sync.loader import load_source
 from assets.metadata import markdown_table
 from assets.resources import DUCKDB_WRITER_POOL
-from connectors.registry import normalisers_for
+from connectors.registry import has_connector, normalisers_for
 
 log = logging.getLogger("aiq_sync.assets")
+
+LOAD_AFTER_LANDING = dg.AutomationCondition.eager().without(
+    ~dg.AutomationCondition.any_deps_missing()
+)
 
 CORE_KEYS = {
     "core.personas": dg.AssetKey(["core", "personas"]),
@@ -59,8 +64,10 @@ def build_core(config: AppConfig, landing_keys: Sequence[dg.AssetKey]) -> dg.Ass
             group_name="core",
             kinds={"duckdb"},
             description=DESCRIPTIONS[table],
-            # Runs after any landing partition lands (the daemon's automation sensor).
-            automation_condition=dg.AutomationCondition.eager(),
+            # Runs after any landing partition lands (the automation sensor). Unlike plain
+            # eager, a partition that never landed (a failed or vanished file) does not hold
+            # back the load of everything else.
+            automation_condition=LOAD_AFTER_LANDING,
         )
         for table, key in CORE_KEYS.items()
     ]
@@ -92,7 +99,7 @@ def build_core(config: AppConfig, landing_keys: Sequence[dg.AssetKey]) -> dg.Ass
     def core_tables(context: AssetExecutionContext, duckdb: DuckDBResource) -> Iterator:
         landing = Landing(config.landing_path)
         load_reports = {}
-        with duckdb.get_connection() as con:
+        with duckdb.get_connection() as con, closing(con):  # closed even when a step fails
             warehouse.prepare(con)
             for version in warehouse.migrate(con):
                 context.log.info(f"warehouse migrated to version {version}")
@@ -100,12 +107,15 @@ def build_core(config: AppConfig, landing_keys: Sequence[dg.AssetKey]) -> dg.Ass
                 warehouse.refresh_stores(
                     con,
                     [
-                        (s.id, s.name, [k for src in s.keys for k in s.keys_for(src)])
+                        (s.id, s.name, [f"{src}:{k}" for src in s.keys for k in s.keys_for(src)])
                         for s in config.stores
                     ],
                 )
             for source in config.sources:
                 ctx = normalise_context(config, source.name)
+                if not has_connector(source.source_type):
+                    context.log.warning(f"{source.name}: no connector for {source.source_type}")
+                    continue
                 for normaliser in normalisers_for(source.source_type):
                     report = load_source(con, landing, normaliser, ctx, progress=context.log.info)
                     load_reports[f"{source.name}/{normaliser.entity}"] = report.as_metadata()

@@ -59,9 +59,21 @@ def build_file_drop(config: AppConfig, source: FileDropSource):
         name = context.partition_key
         drop = next((f for f in discover(folder, source.pattern) if f.name == name), None)
         if drop is None:
-            raise dg.Failure(
-                description=f"{source.name}: drop file {name!r} is no longer in {folder}; "
-                "data already landed from it is kept",
+            # Deleted between the sensor and this run. Not a failure: deleting a file never
+            # deletes data, and a failed partition would hold back every later load.
+            landed = landing.manifest(source.name, ENTITY, name)
+            context.log.warning(
+                f"{source.name}: drop file {name!r} is no longer in {folder}; "
+                + ("its data landed earlier is kept" if landed else "nothing was landed from it")
+            )
+            return dg.MaterializeResult(
+                metadata={
+                    "file": name,
+                    "status": "vanished",
+                    "rows": 0,
+                    "requests": 0,
+                    "frozen": False,
+                }
             )
         manifest = land_drop_file(landing, source.name, drop)
         if manifest.status == "unreadable":
@@ -112,7 +124,8 @@ def build_file_drop(config: AppConfig, source: FileDropSource):
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         files = discover(folder, source.pattern)
         changed = [f for f in files if seen.get(f.name) != f.fingerprint]
-        # Forget deleted files (their data stays loaded) so a file put back is landed again.
+        # Forget deleted files (their data stays loaded). A file put back unchanged keeps its
+        # run key and is not landed again: its data is already there.
         cursor = {f.name: f.fingerprint for f in files}
         if not changed:
             return dg.SensorResult(skip_reason="no new or changed files", cursor=json.dumps(cursor))

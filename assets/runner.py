@@ -143,6 +143,8 @@ def _land_file_drop(
         status = meta["status"].value
         if status == "unreadable":
             out(f"{prefix}: REJECTED WHOLE: {meta['error'].value} ({seconds:.2f}s)")
+        elif status == "vanished":
+            out(f"{prefix}: file disappeared before it was read; nothing landed")
         else:
             out(
                 f"{prefix}: {meta['rows'].value} rows, "

@@ -15,6 +15,10 @@ NORMALISERS: dict[str, list[Normaliser]] = {
 API_CONNECTORS: dict[str, ApiConnector] = {}
 
 
+def has_connector(source_type: str) -> bool:
+    return source_type in NORMALISERS
+
+
 def normalisers_for(source_type: str) -> list[Normaliser]:
     try:
         return NORMALISERS[source_type]

@@ -242,3 +242,29 @@ def test_a_frozen_source_ignores_new_upstream_data_and_keeps_serving(
         assert con.execute(
             "SELECT count(*) FROM core.sales WHERE src_sale_id = 'NEW1'"
         ).fetchone() == (1,)
+
+
+def test_a_file_deleted_before_its_run_is_a_warning_not_a_failure(
+    make_config: Callable[..., AppConfig],
+) -> None:
+    config = make_config()
+    parts = build_parts(config)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("drops__files", ["gone.csv"])
+    result = dg.materialize(
+        parts.landing["drops"],
+        partition_key="gone.csv",
+        instance=instance,
+        resources=parts.resources,
+    )
+    assert result.success
+    (event,) = result.asset_materializations_for_node(result.job_def.nodes[0].name)
+    assert event.metadata["status"].value == "vanished"
+
+
+def test_load_waits_for_landings_in_progress_but_not_for_ones_that_never_landed() -> None:
+    from assets.core import LOAD_AFTER_LANDING
+
+    text = repr(LOAD_AFTER_LANDING)
+    assert "label='any_deps_in_progress'" in text and "label='any_deps_updated'" in text
+    assert "any_deps_missing" not in text

@@ -196,3 +196,46 @@ def test_check_command_reports_a_missing_opt_out_file(
     assert (
         f"loyalty.opt_out_file: {tmp_path / 'stops.csv'} does not exist" in capsys.readouterr().out
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (with_source(timezone="America"), "sources[drops].timezone: unknown time zone 'America'"),
+        ({**BASE, "landing": "s3://bucket/landing"}, "landing: URLs are not supported yet (s3://)"),
+        (
+            {**BASE, "sources": [BASE["sources"][0], {**BASE["sources"][0], "name": "drops_"}]},
+            None,
+        ),
+        (
+            {
+                **BASE,
+                "stores": [],
+                "sources": [
+                    {"name": "pos-a", "type": "file_drop", "location": "a"},
+                    {"name": "pos_a", "type": "file_drop", "location": "b"},
+                ],
+            },
+            "sources: names pos-a, pos_a differ only by '-' and '_'",
+        ),
+    ],
+)
+def test_more_mistakes(raw: dict, expected: str | None) -> None:
+    if expected is None:
+        parse_config(raw)  # 'drops' and 'drops_' are distinct after folding: fine
+        return
+    assert any(expected in p for p in problems(raw)), problems(raw)
+
+
+def test_sql_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "aiq_sync.yaml"
+    path.write_text(yaml.safe_dump(BASE), encoding="utf-8")
+    assert main(["--config", str(path), "sql", "SELECT 1"]) == 1
+    assert "no warehouse at" in capsys.readouterr().out
+    from aiq_sync import warehouse
+
+    with warehouse.open_warehouse(tmp_path / "data" / "aiq.duckdb"):
+        pass
+    assert main(["--config", str(path), "sql", "SELECT * FROM no_such_table"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warehouse error: Catalog Error")

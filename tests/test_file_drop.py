@@ -246,10 +246,11 @@ def test_personas_are_cleaned_and_blank_fields_keep_known_values(config: AppConf
         "SELECT persona_key, source_type, first_name, last_name, email, phone, birth_date "
         "FROM core.personas",
     )
-    # The newest line has no e-mail and an invalid phone: the e-mail is kept, the phone is NULL.
+    # The newest line has no e-mail and an invalid phone: both older valid values are kept.
     assert rows == [
-        ("drops:C1", "file_drop", "Jane", "Smith", "jane@example.com", None, date(1990, 1, 2))
-    ]
+        ("drops:C1", "file_drop", "Jane", "Smith", "jane@example.com", "+19162345678",
+         date(1990, 1, 2))
+    ]  # fmt: skip
     assert report.notes["invalid_phone"] == 1
 
 
@@ -294,3 +295,57 @@ def test_relanding_an_unchanged_file_changes_nothing_and_a_changed_one_replaces_
     report = sync(config)
     assert report.quarantined == 0
     assert query(config, "SELECT count(*) FROM ops.quarantine") == [(0,)]
+
+
+def test_blank_cells_are_null_never_the_text_nan(config: AppConfig) -> None:
+    # Every optional cell blank, in a file loaded together with a complete one.
+    blank = {k: "" for k in line()}
+    blank.update({"TransactionID": "T2", "Patient Number": "C2", "Item ID": "I2"})
+    blank.update({"TransactionDate": "2026/09/06"})
+    write_drop(drops(config) / "a.csv", [line()])
+    write_drop(drops(config) / "b.csv", [blank])
+    report = sync(config)
+    assert report.quarantined == 0
+    texts = query(
+        config,
+        "SELECT count(*) FROM core.personas WHERE 'nan' IN (first_name, last_name, email, phone, "
+        "postal_code, address)",
+    )
+    assert texts == [(0,)]
+    assert query(
+        config, "SELECT address, postal_code, birth_date FROM core.personas WHERE src_id = 'C2'"
+    ) == [(None, None, None)]
+    assert query(
+        config, "SELECT quantity, total, name FROM core.sale_items WHERE sale_key = 'drops:T2'"
+    ) == [(None, None, None)]
+
+
+def test_negative_amounts_on_a_sale_line_keep_their_sign(config: AppConfig) -> None:
+    write_drop(drops(config) / "a.csv", [line(Product_Discount="-2.00", AllocatedPrice="42.00")])
+    sync(config)
+    assert query(config, "SELECT discount, total FROM core.sale_items") == [
+        (Decimal("-2.0000"), Decimal("42.0000"))
+    ]
+
+
+def test_a_store_keyed_by_facility_name_stays_mapped_when_lines_carry_an_unknown_id(
+    make_config: Callable[..., AppConfig],
+) -> None:
+    config = make_config(
+        stores=[{"id": "kiosk", "name": "Kiosk", "keys": {"drops": "Popup Kiosk"}}]
+    )
+    write_drop(drops(config) / "a.csv", [line(LocationID="99", Facility_Name="Popup Kiosk")])
+    report = sync(config)
+    assert query(config, "SELECT store_id FROM core.sales") == [("kiosk",)]
+    assert report.unmapped_locations == 0
+
+
+def test_the_quarantined_raw_record_is_valid_json_without_blanks(config: AppConfig) -> None:
+    import json
+
+    write_drop(drops(config) / "a.csv", [line(TransactionID="", Patient_email="")])
+    sync(config)
+    ((record_id, raw),) = query(config, "SELECT record_id, raw FROM ops.quarantine")
+    assert record_id == "?/I1"
+    parsed = json.loads(raw)
+    assert parsed["customer_id"] == "C1" and "email" not in parsed

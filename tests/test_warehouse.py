@@ -96,3 +96,17 @@ def test_a_failed_transaction_leaves_the_previous_state(tmp_path: Path) -> None:
         except RuntimeError:
             pass
         assert con.execute("SELECT product_id FROM core.products").fetchall() == [("p1",)]
+
+
+def test_sticky_columns_survive_a_blank_in_a_newer_row_of_the_same_batch(tmp_path: Path) -> None:
+    batch = products([("p1", "Old", "Acme", "1"), ("p1", "New", None, "2")])
+    with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
+        warehouse.merge(
+            con,
+            "core.products",
+            batch,
+            ("source", "product_id"),
+            keep_existing_when_null=("brand",),
+        )
+        rows = con.execute("SELECT name, brand, _version FROM core.products").fetchall()
+    assert rows == [("New", "Acme", "2")]

@@ -32,6 +32,7 @@ from aiq_sync.normalise import (
     clean_text,
     email_normal,
     map_unique,
+    nulls_to_none,
     parse_date,
     parse_decimal,
     phone_e164,
@@ -95,6 +96,8 @@ class FileDropNormaliser:
         self, raw: pa.Table, manifest: Manifest, context: NormaliseContext
     ) -> CanonicalBatch:
         df = raw.to_pandas()
+        for column in df.columns.drop("_line"):
+            df[column] = nulls_to_none(df[column])
         n = len(df)
         batch = CanonicalBatch(rows_in=n)
         if n == 0:
@@ -118,7 +121,7 @@ class FileDropNormaliser:
             + df["transaction_date"].fillna("").map(repr)
             + " is not a date (YYYY/MM/DD or YYYY-MM-DD)",
         )
-        dates = dates.where(~bad_date)
+        dates = dates.where(~bad_date, None)
         sold_at, bad_time = _local_times(dates, df["completed_time"], context.timezone)
         reject(
             bad_time & df["completed_time"].notna(),
@@ -138,10 +141,10 @@ class FileDropNormaliser:
             values = map_unique(df[column], _try(parse_decimal))
             bad = values.map(lambda v: v is _BAD).astype(bool)
             reject(bad, label + " " + df[column].fillna("").map(repr) + " is not a number")
-            numbers[column] = values.where(~bad)
+            numbers[column] = values.where(~bad, None)
 
         birth = map_unique(df["birth_date"], _try(parse_date))
-        birth = birth.where(~birth.map(lambda v: v is _BAD).astype(bool))
+        birth = birth.where(~birth.map(lambda v: v is _BAD).astype(bool), None)
 
         bad = reason.notna()
         batch.quarantine = self._quarantine(df[bad], reason[bad], manifest)
@@ -152,6 +155,7 @@ class FileDropNormaliser:
             good[column] = values[~bad]
         good["sold_at"] = sold_at[~bad]
         good["birth"] = birth[~bad]
+        good = good.rename(columns={"phone": "phone_raw", "email": "email_raw"})
         self._to_tables(good, manifest, context, batch)
         return batch
 
@@ -164,7 +168,8 @@ class FileDropNormaliser:
                 "file": [manifest.origin.get("file")] * len(rows),
                 "line": rows["_line"].astype("int64").tolist(),
                 "record_id": [
-                    f"{t}/{i}" for t, i in zip(rows["transaction_id"], rows["item_id"], strict=True)
+                    f"{t or '?'}/{i or '?'}"
+                    for t, i in zip(rows["transaction_id"], rows["item_id"], strict=True)
                 ],
                 "reason": reasons.astype(str).tolist(),
                 "raw": [json.dumps({k: v for k, v in r.items() if v is not None}) for r in payload],
@@ -181,19 +186,31 @@ class FileDropNormaliser:
         g["is_refund"] = g["refund_of"].notna() | g["quantity"].map(
             lambda q: q is not None and q < 0
         )
-        sign = g["is_refund"].map({True: -1, False: 1})
+        # Refunds are stored negative whatever sign the file used; other lines keep theirs.
         for column in ("quantity", *MONEY_FIELDS):
             g[column] = [
-                None if v is None else abs(v) * s for v, s in zip(g[column], sign, strict=True)
+                None if v is None else (-abs(v) if refund else v)
+                for v, refund in zip(g[column], g["is_refund"], strict=True)
             ]
         g["sale_key"] = [sale_key(src, t) for t in g["transaction_id"]]
         g["persona_key"] = [persona_key(src, c) for c in g["customer_id"]]
-        g["location_key"] = g["location_id"].fillna(g["facility_name"])
+        # LocationID identifies the location; Facility Name stands in when it is blank, and
+        # either may be the key a store is configured with.
+        g["location_key"] = [
+            lid if lid is not None else name
+            for lid, name in zip(g["location_id"], g["facility_name"], strict=True)
+        ]
         store_by_key = ctx.store_map
         g["store_id"] = [
-            store_by_key.get(lk) or store_by_key.get(fn)
-            for lk, fn in zip(g["location_key"], g["facility_name"], strict=True)
+            store_by_key.get(lk) or (store_by_key.get(name) if name else None)
+            for lk, name in zip(g["location_key"], g["facility_name"], strict=True)
         ]
+        for column in ("product_name", "vendor", "category", "facility_name", "order_type",
+                       "postal_code", "address"):  # fmt: skip
+            g[column] = nulls_to_none(g[column].map(clean_text))
+        # Validate contact fields per line, so a newer invalid phone never hides a valid one.
+        g["phone"] = map_unique(g["phone_raw"], phone_e164)
+        g["email"] = map_unique(g["email_raw"], email_normal)
 
         net = [
             a if a is not None else (s - (d or 0) if s is not None else None)
@@ -210,9 +227,9 @@ class FileDropNormaliser:
                 "source": src,
                 "sku": g["item_id"],
                 "product_id": g["item_id"],
-                "name": g["product_name"].map(clean_text),
-                "brand": g["vendor"].map(clean_text),
-                "category": g["category"].map(clean_text),
+                "name": g["product_name"],
+                "brand": g["vendor"],
+                "category": g["category"],
                 "quantity": g["quantity"],
                 "unit_price": unit_price,
                 "subtotal": g["subtotal"],
@@ -232,13 +249,13 @@ class FileDropNormaliser:
                 "persona_key": newest["persona_key"],
                 "store_id": newest["store_id"],
                 "location_key": newest["location_key"],
-                "location_name": newest["facility_name"].map(clean_text),
+                "location_name": newest["facility_name"],
                 "sold_at": newest["sold_at"],
                 "sold_local_date": newest["sold_at"].dt.tz_convert(ZoneInfo(ctx.timezone)).dt.date,
                 "status": newest["is_refund"].map({True: "refund", False: "completed"}),
                 "is_refund": newest["is_refund"],
                 "refunded_sale_id": newest["refund_of"],
-                "order_type": newest["order_type"].map(clean_text),
+                "order_type": newest["order_type"],
                 "currency": "USD",
                 "_version": newest["_version"],
             }
@@ -251,11 +268,11 @@ class FileDropNormaliser:
             .groupby("persona_key", sort=False, as_index=False)
             .last()
         )
+        for column in latest.columns:
+            latest[column] = nulls_to_none(latest[column])
         names = latest["patient_name"].map(split_name)
-        phones = map_unique(latest["phone"], phone_e164)
-        emails = map_unique(latest["email"], email_normal)
-        batch.notes["invalid_phone"] = int((latest["phone"].notna() & phones.isna()).sum())
-        batch.notes["invalid_email"] = int((latest["email"].notna() & emails.isna()).sum())
+        batch.notes["invalid_phone"] = int((g["phone_raw"].notna() & g["phone"].isna()).sum())
+        batch.notes["invalid_email"] = int((g["email_raw"].notna() & g["email"].isna()).sum())
         personas = pd.DataFrame(
             {
                 "persona_key": latest["persona_key"],
@@ -264,11 +281,11 @@ class FileDropNormaliser:
                 "src_id": latest["customer_id"],
                 "first_name": [n[0] for n in names],
                 "last_name": [n[1] for n in names],
-                "email": emails,
-                "phone": phones,
+                "email": latest["email"],
+                "phone": latest["phone"],
                 "birth_date": latest["birth"],
-                "postal_code": latest["postal_code"].map(clean_text),
-                "address": latest["address"].map(clean_text),
+                "postal_code": latest["postal_code"],
+                "address": latest["address"],
                 "updated_at": latest["sold_at"],
                 "_version": latest["_pv"],
             }
