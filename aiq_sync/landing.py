@@ -15,7 +15,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -128,6 +128,15 @@ class Landing:
     def read(self, manifest: Manifest) -> pa.Table | None:
         path = self.data_path(manifest)
         return pq.read_table(path) if path is not None else None
+
+    def read_slices(self, manifest: Manifest, rows: int) -> Iterator[pa.Table]:
+        """The partition's data, `rows` at a time (bounded memory for any partition size)."""
+        path = self.data_path(manifest)
+        if path is None:
+            return
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(batch_size=rows):
+            yield pa.Table.from_batches([batch])
 
     def read_rejects(self, manifest: Manifest) -> pa.Table:
         if manifest.rejects_file is None:

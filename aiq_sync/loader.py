@@ -33,7 +33,8 @@ log = logging.getLogger("aiq_sync.loader")
 
 # Merge order matters only for readability of the log; every table merges independently.
 TABLE_ORDER = ("core.personas", "core.sales", "core.sale_items", "core.products", "core.inventory")
-CHUNK_ROWS = 250_000
+CHUNK_ROWS = 250_000  # rows per transaction (several partitions)
+SLICE_ROWS = 50_000  # rows normalised at once: what bounds memory
 
 
 @dataclass
@@ -151,6 +152,21 @@ def load_source(
     return report
 
 
+def _merge_batch(con: Connection, batch: CanonicalBatch, report: LoadReport) -> None:
+    for table in TABLE_ORDER:
+        if not batch.rows(table):
+            continue
+        result = warehouse.merge(
+            con,
+            table,
+            batch.tables[table],
+            NATURAL_KEYS[table],
+            keep_existing_when_null=PERSONA_STICKY if table == "core.personas" else (),
+        )
+        report.merged[table] += result.staged
+        report.inserted[table] += result.inserted
+
+
 def _load_chunk(
     con: Connection,
     landing: Landing,
@@ -159,45 +175,31 @@ def _load_chunk(
     chunk: list[Manifest],
     report: LoadReport,
 ) -> None:
-    batches: list[CanonicalBatch] = []
+    """One transaction: every slice of every partition in `chunk` is normalised and merged
+    as it is read, so memory is bounded by a slice, not by a partition or the chunk."""
     quarantine: list[pa.Table] = []
-    for manifest in chunk:
-        quarantine.append(_parse_rejects(landing, manifest))
-        if manifest.status == "unreadable":
-            label = manifest.origin.get("file") or manifest.partition_key
-            log.warning("%s: %s rejected whole: %s", context.source, label, manifest.error)
-            report.unreadable.append(f"{label}: {manifest.error}")
-            quarantine.append(_unreadable_quarantine(manifest))
-            continue
-        raw = landing.read(manifest)
-        if raw is None:
-            continue
-        batch = normaliser.normalise(raw, manifest, context)
-        batches.append(batch)
-        quarantine.append(batch.quarantine)
+    derived: list[str] = []
+    snapshots: dict[str, str] = {}
     with warehouse.transaction(con):
-        for table in TABLE_ORDER:
-            parts = [b.tables[table] for b in batches if b.rows(table)]
-            if not parts:
+        for manifest in chunk:
+            quarantine.append(_parse_rejects(landing, manifest))
+            if manifest.status == "unreadable":
+                label = manifest.origin.get("file") or manifest.partition_key
+                log.warning("%s: %s rejected whole: %s", context.source, label, manifest.error)
+                report.unreadable.append(f"{label}: {manifest.error}")
+                quarantine.append(_unreadable_quarantine(manifest))
                 continue
-            rows = pa.concat_tables(parts, promote_options="permissive")
-            result = warehouse.merge(
-                con,
-                table,
-                rows,
-                NATURAL_KEYS[table],
-                keep_existing_when_null=PERSONA_STICKY if table == "core.personas" else (),
-            )
-            report.merged[table] += result.staged
-            report.inserted[table] += result.inserted
-        derived = [k for b in batches for k in b.item_derived_sales]
+            for raw in landing.read_slices(manifest, SLICE_ROWS):
+                batch = normaliser.normalise(raw, manifest, context)
+                _merge_batch(con, batch, report)
+                quarantine.append(batch.quarantine)
+                derived.extend(batch.item_derived_sales)
+                report.notes.update(batch.notes)
+                for table, version in batch.snapshots.items():
+                    snapshots[table] = max(version, snapshots.get(table, version))
+                for key, value in batch.state.items():
+                    warehouse.set_state(con, context.source, normaliser.entity, key, value)
         warehouse.refresh_sale_totals(con, derived)
-        snapshots: dict[str, str] = {}
-        for batch in batches:
-            for table, version in batch.snapshots.items():
-                snapshots[table] = max(version, snapshots.get(table, version))
-            for key, value in batch.state.items():
-                warehouse.set_state(con, context.source, normaliser.entity, key, value)
         for table, version in snapshots.items():
             warehouse.prune_snapshot(con, table, context.source, version)
         rejected = pa.concat_tables(quarantine)
@@ -218,5 +220,3 @@ def _load_chunk(
     report.partitions_loaded += len(chunk)
     report.rows_in += sum(_rows_read(m) for m in chunk)
     report.quarantined += rejected.num_rows
-    for batch in batches:
-        report.notes.update(batch.notes)

@@ -21,6 +21,7 @@ from phonenumbers import PhoneNumberType
 T = TypeVar("T")
 
 DEFAULT_REGION = "US"
+_NANP = {"US", "CA"}  # regions whose 10-digit national numbers are +1 numbers
 
 
 @lru_cache(maxsize=500_000)
@@ -31,6 +32,16 @@ def phone_e164(raw: str | None, region: str = DEFAULT_REGION) -> str | None:
     text = str(raw).strip()
     if not text or sum(ch.isdigit() for ch in text) < 7:
         return None
+    if (
+        region in _NANP
+        and text.isdigit()
+        and (len(text) == 10 or (len(text) == 11 and text[0] == "1"))
+    ):
+        # POS files send bare digits: skip the general parser (half the cost), keep validation.
+        parsed = phonenumbers.PhoneNumber(country_code=1, national_number=int(text[-10:]))
+        if not phonenumbers.is_valid_number(parsed):
+            return None
+        return "+1" + text[-10:]
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:

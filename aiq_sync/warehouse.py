@@ -177,31 +177,42 @@ def merge(
                 f"QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY _version DESC) = 1"
             )
         staged = con.execute(f"SELECT count(*) FROM {stage}").fetchone()[0]
-        on = " AND ".join(f"t.{_q(k)} IS NOT DISTINCT FROM s.{_q(k)}" for k in keys)
-        updated = con.execute(
-            f"SELECT count(*) FROM {stage} s JOIN {table} t ON {on} WHERE s._version >= t._version"
-        ).fetchone()[0]
-        # Columns the batch does not carry (e.g. contact_id, filled by the identity step)
-        # keep their stored values: a re-load never blanks what a later step derived.
-        sets = ", ".join(
-            f"{_q(c)} = coalesce(s.{_q(c)}, t.{_q(c)})"
-            if c in keep_existing_when_null
-            else f"{_q(c)} = s.{_q(c)}"
+        # Plain equality (keys are NOT NULL): IS NOT DISTINCT FROM defeats DuckDB's hash join.
+        on = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
+        # The final rows: new keys, and existing keys whose incoming version is at least as
+        # new. Columns the batch does not carry (e.g. contact_id, filled by the identity
+        # step) keep their stored values, so a re-load never blanks what a later step derived.
+        final = ", ".join(
+            f"s.{_q(c)}"
+            if c in keys or (c in present and c not in keep_existing_when_null)
+            else f"coalesce(s.{_q(c)}, t.{_q(c)}) AS {_q(c)}"
+            if c in present
+            else f"t.{_q(c)}"
             for c in columns
-            if c not in keys and c in present
         )
-        values = ", ".join(f"s.{_q(c)}" for c in columns)
-        before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        first_key = _q(keys[0])
         con.execute(
-            f"MERGE INTO {table} t USING {stage} s ON {on} "
-            f"WHEN MATCHED AND s._version >= t._version THEN UPDATE SET {sets} "
-            f"WHEN NOT MATCHED THEN INSERT ({', '.join(_q(c) for c in columns)}) VALUES ({values})"
+            f"CREATE OR REPLACE TEMP TABLE {stage}_final AS SELECT {final}, "
+            f"t.{first_key} IS NOT NULL AS _existed "
+            f"FROM {stage} s LEFT JOIN {table} t ON {on} "
+            f"WHERE t.{first_key} IS NULL OR s._version >= t._version"
         )
-        after = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        inserted, updated = con.execute(
+            f"SELECT count(*) FILTER (WHERE NOT _existed), count(*) FILTER (WHERE _existed) "
+            f"FROM {stage}_final"
+        ).fetchone()
+        # Delete-then-insert instead of MERGE/UPDATE: DuckDB rewrites many updated rows far
+        # more slowly than it deletes and appends them (40 s vs under 1 s on 200k sales).
+        con.execute(f"DELETE FROM {table} t USING {stage}_final s WHERE {on} AND s._existed")
+        con.execute(
+            f"INSERT INTO {table} ({', '.join(_q(c) for c in columns)}) "
+            f"SELECT {', '.join(_q(c) for c in columns)} FROM {stage}_final"
+        )
+        con.execute(f"DROP TABLE {stage}_final")
         con.execute(f"DROP TABLE {stage}")
     finally:
         con.unregister(arrow_name)
-    return MergeResult(table, staged, after - before, updated)
+    return MergeResult(table, staged, inserted, updated)
 
 
 def _q(identifier: str) -> str:
@@ -283,12 +294,19 @@ def refresh_sale_totals(con: Connection, sale_keys: Sequence[str]) -> None:
         "CREATE OR REPLACE TEMP TABLE touched_sales AS SELECT DISTINCT sale_key FROM touched_arrow"
     )
     con.unregister("touched_arrow")
+    # Rebuild the touched sales rows with their totals, then delete-and-insert them: far
+    # faster in DuckDB than UPDATE over many rows.
+    totals = "subtotal, discount, tax, total, item_count"
+    others = ", ".join(
+        f"s.{c}" for c in table_columns(con, "core.sales") if c not in totals.split(", ")
+    )
     con.execute(
-        """
-        UPDATE core.sales s SET
-            subtotal = agg.subtotal, discount = agg.discount, tax = agg.tax, total = agg.total,
-            item_count = agg.item_count
-        FROM (
+        f"""
+        CREATE OR REPLACE TEMP TABLE rebuilt_sales AS
+        SELECT {others},
+               agg.subtotal, agg.discount, agg.tax, agg.total, agg.item_count
+        FROM core.sales s
+        JOIN (
             SELECT i.sale_key,
                    sum(i.subtotal)::DECIMAL(18,4) AS subtotal,
                    sum(i.discount)::DECIMAL(18,4) AS discount,
@@ -297,10 +315,13 @@ def refresh_sale_totals(con: Connection, sale_keys: Sequence[str]) -> None:
                    count(*)::INTEGER AS item_count
             FROM core.sale_items i JOIN touched_sales USING (sale_key)
             GROUP BY i.sale_key
-        ) agg
-        WHERE s.sale_key = agg.sale_key
+        ) agg USING (sale_key)
         """
     )
+    con.execute("DELETE FROM core.sales s USING rebuilt_sales r WHERE s.sale_key = r.sale_key")
+    columns = ", ".join(table_columns(con, "core.sales"))
+    con.execute(f"INSERT INTO core.sales ({columns}) SELECT {columns} FROM rebuilt_sales")
+    con.execute("DROP TABLE rebuilt_sales")
     con.execute(
         """
         UPDATE core.sale_items i SET line_no = n.line_no

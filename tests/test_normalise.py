@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
+import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiq_sync.normalise import (
     email_normal,
@@ -106,3 +109,19 @@ def test_parse_date_accepts_both_contract_formats_and_rejects_the_rest() -> None
     for bad in ("2026/13/45", "2026/02/30", "20261045", "N/A"):
         with pytest.raises(ValueError, match="not a date"):
             parse_date(bad)
+
+
+@given(st.integers(min_value=10**9, max_value=10**10 - 1), st.booleans())
+@settings(max_examples=3000, deadline=None)
+def test_digits_fast_path_agrees_with_the_general_parser(number: int, leading_one: bool) -> None:
+    digits = ("1" if leading_one else "") + str(number)
+    try:
+        parsed = phonenumbers.parse(digits, "US")
+        expected = (
+            phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+            if phonenumbers.is_valid_number(parsed)
+            else None
+        )
+    except phonenumbers.NumberParseException:
+        expected = None
+    assert phone_e164(digits) == expected

@@ -1,4 +1,4 @@
-"""Land one drop file: parse it and write its rows (or its rejection) as a partition."""
+"""Land one drop file: stream its rows (or its rejection) into a partition."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 
 from aiq_sync.landing import Landing, Manifest
 from connectors.file_drop.normalise import ENTITY
-from connectors.file_drop.reader import RAW_SCHEMA, DropFile, parse_drop_file
+from connectors.file_drop.reader import (
+    RAW_SCHEMA,
+    DropFile,
+    DropStream,
+    UnreadableFile,
+    rejects_table,
+)
 
 
 def partition_key(drop: DropFile) -> str:
@@ -16,27 +22,38 @@ def partition_key(drop: DropFile) -> str:
 def land_drop_file(landing: Landing, source: str, drop: DropFile) -> Manifest:
     """Parse `drop` and land it under partition `<file name>`; re-landing replaces it.
 
-    The manifest's version (modification time, then name) decides which file wins when
-    two carry the same (TransactionID, Item ID): the newest file.
+    Rows stream to Parquet a batch at a time, so a 1 GB file needs no more memory than a
+    small one. A file that turns out unreadable half-way (bad UTF-8 deep inside) lands as
+    `unreadable`, with nothing from it loaded. The manifest's version (modification time,
+    then name) decides which file wins when two carry the same (TransactionID, Item ID).
     """
-    parsed = parse_drop_file(drop.path)
+    stream = DropStream(drop.path)
+    writer = landing.open_partition(source, ENTITY, partition_key(drop))
+    error: str | None = None
+    try:
+        writer.start_data(RAW_SCHEMA)
+        for batch in stream.batches():
+            writer.write_batch(batch)
+    except UnreadableFile as exc:
+        writer.abort()
+        error = str(exc)
+        writer = landing.open_partition(source, ENTITY, partition_key(drop))
+    except BaseException:
+        writer.abort()
+        raise
     origin = {
         "file": drop.name,
         "size": drop.size,
         "modified_at": datetime.fromtimestamp(drop.mtime_ns / 1e9, UTC).isoformat(),
         "fingerprint": drop.fingerprint,
-        "sha256": parsed.sha256,
-        "unknown_columns": parsed.unknown_columns,
+        "sha256": stream.sha256,
+        "unknown_columns": stream.unknown_columns,
     }
-    return landing.write(
-        source,
-        ENTITY,
-        partition_key(drop),
-        parsed.table,
-        schema=RAW_SCHEMA,
-        rejects=parsed.rejects,
-        status="unreadable" if parsed.error else "ok",
-        error=parsed.error,
+    if stream.rejects and error is None:
+        writer.write_rejects(rejects_table(stream.rejects))
+    return writer.commit(
+        status="unreadable" if error else "ok",
+        error=error,
         version=f"{drop.mtime_ns:020d}|{drop.name}",
         origin=origin,
     )

@@ -13,8 +13,10 @@ import fnmatch
 import hashlib
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -92,7 +94,11 @@ class ParsedFile:
     unknown_columns: list[str] = field(default_factory=list)
 
 
-def _rejects(rows: list[tuple[int, str, str]]) -> pa.Table:
+class UnreadableFile(Exception):
+    """The file cannot be read as a drop file at all (its reason names why)."""
+
+
+def rejects_table(rows: list[tuple[int, str, str]]) -> pa.Table:
     lines, reasons, raws = zip(*rows, strict=True) if rows else ((), (), ())
     return pa.table(
         {"_line": pa.array(lines, pa.int64()), "reason": list(reasons), "raw": list(raws)},
@@ -100,52 +106,85 @@ def _rejects(rows: list[tuple[int, str, str]]) -> pa.Table:
     )
 
 
-def parse_drop_file(path: Path) -> ParsedFile:
-    """Parse one drop file. Never raises for bad content: returns `error` for a file that
-    cannot be read at all, and `rejects` (line, reason, raw text) for rows that cannot."""
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        return ParsedFile(
-            None,
-            _rejects([]),
-            f"not UTF-8 text (first bad byte at line {line}); re-export the file as UTF-8",
-            sha,
-        )
-    if not text.strip():
-        return ParsedFile(None, _rejects([]), "empty file (no header row)", sha)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
-    header = next(reader)
-    mapped: list[str | None] = [_ALIASES.get(_fold(h)) for h in header]
-    unknown = [h for h, m in zip(header, mapped, strict=True) if m is None and h.strip()]
-    missing = [c for c in REQUIRED if c not in mapped]
-    if missing:
-        names = ", ".join(COLUMNS[c][0] for c in missing)
-        return ParsedFile(
-            None,
-            _rejects([]),
-            f"no usable header: required column(s) {names} missing "
-            f"(first line read: {', '.join(header)[:200]!r})",
-            sha,
-            unknown,
-        )
-    positions = [(i, column) for i, column in enumerate(mapped) if column is not None]
-    width = len(header)
-    columns: dict[str, list[str | None]] = {c: [] for c in COLUMNS}
-    lines: list[int] = []
-    rejects: list[tuple[int, str, str]] = []
-    physical = 1  # the header's last line
-    try:
+class _Hashing(io.RawIOBase):
+    """Hashes bytes as they are read, so a file is read once."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.digest, self.bytes_read = raw, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)
+        if n:
+            self.digest.update(memoryview(buffer)[:n])
+            self.bytes_read += n
+        return n or 0
+
+
+@dataclass
+class DropStream:
+    """One drop file read as Arrow batches of BATCH_ROWS lines; memory stays bounded by a
+    batch whatever the file's size. `rejects` fills while `batches()` is consumed."""
+
+    path: Path
+    batch_rows: int = 50_000
+    unknown_columns: list[str] = field(default_factory=list)
+    rejects: list[tuple[int, str, str]] = field(default_factory=list)
+    sha256: str = ""
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Raises UnreadableFile (no header, empty, not UTF-8); yields nothing for a header
+        with no rows."""
+        with self.path.open("rb") as handle:
+            hashing = _Hashing(handle)
+            text = io.TextIOWrapper(
+                io.BufferedReader(hashing), encoding="utf-8-sig", errors="strict", newline=""
+            )
+            reader = csv.reader(text, strict=False)
+            try:
+                yield from self._rows(reader)
+            except UnicodeDecodeError:
+                raise UnreadableFile(
+                    f"not UTF-8 text (first bad byte at line {_first_bad_line(self.path)}); "
+                    "re-export the file as UTF-8"
+                ) from None
+            except csv.Error as exc:
+                self.rejects.append(
+                    (reader.line_num + 1, f"unreadable CSV from here on: {exc}", "")
+                )
+            finally:
+                self.sha256 = hashing.digest.hexdigest()
+
+    def _rows(self, reader: Any) -> Iterator[pa.RecordBatch]:
+        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+        if header is None:
+            raise UnreadableFile("empty file (no header row)")
+        mapped: list[str | None] = [_ALIASES.get(_fold(h)) for h in header]
+        self.unknown_columns = [
+            h for h, m in zip(header, mapped, strict=True) if m is None and h.strip()
+        ]
+        missing = [c for c in REQUIRED if c not in mapped]
+        if missing:
+            names = ", ".join(COLUMNS[c][0] for c in missing)
+            raise UnreadableFile(
+                f"no usable header: required column(s) {names} missing "
+                f"(first line read: {', '.join(header)[:200]!r})"
+            )
+        positions = [(i, column) for i, column in enumerate(mapped) if column is not None]
+        absent = [c for c in COLUMNS if c not in mapped]
+        width = len(header)
+        physical = reader.line_num  # the header's last line
+        lines: list[int] = []
+        cells: list[list[str]] = []
         for row in reader:
             start = physical + 1
             physical = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
             if len(row) != width:
-                rejects.append(
+                self.rejects.append(
                     (
                         start,
                         f"row has {len(row)} fields, header has {width} "
@@ -155,19 +194,45 @@ def parse_drop_file(path: Path) -> ParsedFile:
                 )
                 continue
             lines.append(start)
-            for i, column in positions:
-                value = row[i].strip()
-                columns[column].append(value or None)
-            for column in COLUMNS:
-                if len(columns[column]) < len(lines):
-                    columns[column].append(None)
-    except csv.Error as exc:
-        rejects.append((physical + 1, f"unreadable CSV from here on: {exc}", ""))
-    table = pa.table(
-        {
-            "_line": pa.array(lines, pa.int64()),
-            **{c: pa.array(v, pa.string()) for c, v in columns.items()},
-        },
-        schema=RAW_SCHEMA,
+            cells.append(row)
+            if len(cells) >= self.batch_rows:
+                yield _to_batch(lines, cells, positions, absent)
+                lines, cells = [], []
+        if cells:
+            yield _to_batch(lines, cells, positions, absent)
+
+
+def _first_bad_line(path: Path) -> int:
+    """The 1-based line of the first byte that is not UTF-8 (error path only)."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
+
+
+def _to_batch(
+    lines: list[int], cells: list[list[str]], positions: list[tuple[int, str]], absent: list[str]
+) -> pa.RecordBatch:
+    arrays: dict[str, pa.Array] = {"_line": pa.array(lines, pa.int64())}
+    for i, column in positions:
+        arrays[column] = pa.array([(row[i].strip() or None) for row in cells], pa.string())
+    for column in absent:
+        arrays[column] = pa.nulls(len(cells), pa.string())
+    return pa.RecordBatch.from_pydict(arrays, schema=RAW_SCHEMA)
+
+
+def parse_drop_file(path: Path) -> ParsedFile:
+    """Parse a whole drop file into one table (small files, tests). Never raises for bad
+    content: `error` for a file that cannot be read at all, `rejects` for rows."""
+    stream = DropStream(path)
+    try:
+        batches = list(stream.batches())
+    except UnreadableFile as exc:
+        return ParsedFile(None, rejects_table([]), str(exc), stream.sha256, stream.unknown_columns)
+    table = pa.Table.from_batches(batches, schema=RAW_SCHEMA)
+    return ParsedFile(
+        table, rejects_table(stream.rejects), None, stream.sha256, stream.unknown_columns
     )
-    return ParsedFile(table, _rejects(rejects), None, sha, unknown)
