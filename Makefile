@@ -7,15 +7,6 @@ STAMP := $(VENV)/.installed-stamp
 export AIQ_SYNC_CONFIG ?= $(CURDIR)/examples/aiq_sync.yaml
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-DEMO_QUERY_STORES := SELECT coalesce(store_name, '(unmapped: ' || location_key || ')') AS store, \
-  count(*) AS sales, sum(total) AS revenue, count(DISTINCT contact_id) AS shoppers \
-  FROM analytics.sales WHERE NOT is_refund GROUP BY ALL ORDER BY revenue DESC
-DEMO_QUERY_LOYALTY := SELECT coalesce(favorite_store_name, '(none)') AS favorite_store, \
-  count(*) AS members, sum(points_balance) AS points, \
-  count(*) FILTER (WHERE contact_id IN (SELECT contact_id FROM analytics.opt_in_queue \
-  WHERE status = 'pending')) AS sms_opt_ins_pending \
-  FROM analytics.loyalty_members GROUP BY ALL ORDER BY members DESC
-
 .PHONY: install demo test lint format ui clean
 
 $(STAMP): pyproject.toml
@@ -28,13 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	@test -n "$$(ls examples/drops/*.csv 2>/dev/null)" || $(BIN)/python -m examples.generate_drops --out examples/drops
-	$(BIN)/aiq-sync check
-	$(BIN)/aiq-sync run
-	@echo; echo "Revenue by store:"
-	@$(BIN)/aiq-sync sql "$(DEMO_QUERY_STORES)"
-	@echo "Loyalty members by favourite store:"
-	@$(BIN)/aiq-sync sql "$(DEMO_QUERY_LOYALTY)"
+	$(BIN)/python -m examples.demo
 
 test: install
 	$(BIN)/ruff check .
@@ -50,7 +35,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 ui: install
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/python -m examples.demo --ui
 
 clean:
 	rm -rf data examples/drops dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs
