@@ -20,7 +20,8 @@ from aiq_sync.extract import resume_day
 from aiq_sync.landing import Landing
 from assets.api_source import ASSET_PARTITION_RANGE_END, ASSET_PARTITION_RANGE_START
 from assets.factory import SyncParts, build_parts
-from connectors.file_drop import ENTITY, DropFile, discover
+from connectors.file_drop import ENTITY, DropFile
+from connectors.file_drop.location import open_location
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -81,6 +82,8 @@ def run_sync(
             _land_file_drop(
                 config, parts, source, landing, instance, start, end, force, out, outcome
             )
+        else:
+            _land_api(config, parts, source, landing, instance, start, end, out, outcome)
     _load(parts, instance, out, outcome)
     return outcome
 
@@ -105,11 +108,9 @@ def _land_file_drop(
         )
         return
     tz = config.source_timezone(source)
-    files = [
-        f
-        for f in discover(config.resolve(source.location), source.pattern)
-        if _in_window(f, tz, start, end)
-    ]
+    # Listing only (OneDrive: a delta query); each file is fetched by its own landing run.
+    with open_location(config, source) as location:
+        files = [f for f in location.list() if _in_window(f, tz, start, end)]
     landed = {
         m.partition_key: m.origin.get("fingerprint") for m in landing.manifests(source.name, ENTITY)
     }
