@@ -179,23 +179,37 @@ def merge(
         staged = con.execute(f"SELECT count(*) FROM {stage}").fetchone()[0]
         # Plain equality (keys are NOT NULL): IS NOT DISTINCT FROM defeats DuckDB's hash join.
         on = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
-        # The final rows: new keys, and existing keys whose incoming version is at least as
-        # new. Columns the batch does not carry (e.g. contact_id, filled by the identity
-        # step) keep their stored values, so a re-load never blanks what a later step derived.
-        final = ", ".join(
-            f"s.{_q(c)}"
-            if c in keys or (c in present and c not in keep_existing_when_null)
-            else f"coalesce(s.{_q(c)}, t.{_q(c)}) AS {_q(c)}"
+        # The final rows. A key's newest version wins (the incoming row when its version is
+        # at least the stored one), except that sticky columns take the newest NON-NULL
+        # value whichever row is newer: an older purchase loaded after a newer one still
+        # fills a blank e-mail, so back-fills in any order end in the same row. Columns the
+        # batch does not carry (e.g. contact_id, set by the identity step) keep their value.
+        newer = f"(t.{_q(keys[0])} IS NULL OR s._version >= t._version)"
+
+        def pick(c: str) -> str:
+            if c in keys:
+                return f"s.{_q(c)}"
+            if c not in present:
+                return f"t.{_q(c)}"
+            if c in keep_existing_when_null:
+                return (
+                    f"CASE WHEN {newer} THEN coalesce(s.{_q(c)}, t.{_q(c)}) "
+                    f"ELSE coalesce(t.{_q(c)}, s.{_q(c)}) END"
+                )
+            return f"CASE WHEN {newer} THEN s.{_q(c)} ELSE t.{_q(c)} END"
+
+        fills = " OR ".join(
+            f"(t.{_q(c)} IS NULL AND s.{_q(c)} IS NOT NULL)"
+            for c in keep_existing_when_null
             if c in present
-            else f"t.{_q(c)}"
-            for c in columns
         )
         first_key = _q(keys[0])
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {stage}_final AS SELECT {final}, "
-            f"t.{first_key} IS NOT NULL AS _existed "
+            f"CREATE OR REPLACE TEMP TABLE {stage}_final AS SELECT "
+            + ", ".join(f"{pick(c)} AS {_q(c)}" for c in columns)
+            + f", t.{first_key} IS NOT NULL AS _existed "
             f"FROM {stage} s LEFT JOIN {table} t ON {on} "
-            f"WHERE t.{first_key} IS NULL OR s._version >= t._version"
+            f"WHERE {newer}" + (f" OR {fills}" if fills else "")
         )
         inserted, updated = con.execute(
             f"SELECT count(*) FILTER (WHERE NOT _existed), count(*) FILTER (WHERE _existed) "

@@ -110,3 +110,23 @@ def test_sticky_columns_survive_a_blank_in_a_newer_row_of_the_same_batch(tmp_pat
         )
         rows = con.execute("SELECT name, brand, _version FROM core.products").fetchall()
     assert rows == [("New", "Acme", "2")]
+
+
+def test_an_older_row_loaded_later_fills_blanks_but_changes_nothing_else(tmp_path: Path) -> None:
+    newer = products([("p1", "New", None, "2")])
+    older = products([("p1", "Old", "Acme", "1")])
+    results = []
+    for order in ((newer, older), (older, newer)):
+        with warehouse.open_warehouse(tmp_path / f"w{len(results)}.duckdb") as con:
+            for batch in order:
+                warehouse.merge(
+                    con,
+                    "core.products",
+                    batch,
+                    ("source", "product_id"),
+                    keep_existing_when_null=("brand",),
+                )
+            results.append(
+                con.execute("SELECT name, brand, _version FROM core.products").fetchall()
+            )
+    assert results[0] == results[1] == [("New", "Acme", "2")]
