@@ -152,14 +152,18 @@ def load_source(
     return report
 
 
-def _merge_batch(con: Connection, batch: CanonicalBatch, report: LoadReport) -> None:
+def _merge_batches(con: Connection, batches: list[CanonicalBatch], report: LoadReport) -> None:
+    """Merge several normalised slices at once: one merge per table however many small
+    partitions (a year of daily API partitions) the slices came from."""
     for table in TABLE_ORDER:
-        if not batch.rows(table):
+        parts = [b.tables[table] for b in batches if b.rows(table)]
+        if not parts:
             continue
+        rows = pa.concat_tables(parts, promote_options="permissive")
         result = warehouse.merge(
             con,
             table,
-            batch.tables[table],
+            rows,
             NATURAL_KEYS[table],
             keep_existing_when_null=PERSONA_STICKY if table == "core.personas" else (),
         )
@@ -175,11 +179,15 @@ def _load_chunk(
     chunk: list[Manifest],
     report: LoadReport,
 ) -> None:
-    """One transaction: every slice of every partition in `chunk` is normalised and merged
-    as it is read, so memory is bounded by a slice, not by a partition or the chunk."""
+    """One transaction: partitions are read in slices, normalised, and merged every
+    ~SLICE_ROWS rows, so memory is bounded by a slice, not by a partition or the chunk,
+    and many small partitions still cost few merges."""
     quarantine: list[pa.Table] = []
     derived: list[str] = []
     snapshots: dict[str, str] = {}
+    # Normalised slices wait here until about SLICE_ROWS rows are ready, then merge at once.
+    pending: list[CanonicalBatch] = []
+    pending_rows = 0
     with warehouse.transaction(con):
         for manifest in chunk:
             quarantine.append(_parse_rejects(landing, manifest))
@@ -191,7 +199,11 @@ def _load_chunk(
                 continue
             for raw in landing.read_slices(manifest, SLICE_ROWS):
                 batch = normaliser.normalise(raw, manifest, context)
-                _merge_batch(con, batch, report)
+                pending.append(batch)
+                pending_rows += raw.num_rows
+                if pending_rows >= SLICE_ROWS:
+                    _merge_batches(con, pending, report)
+                    pending, pending_rows = [], 0
                 quarantine.append(batch.quarantine)
                 derived.extend(batch.item_derived_sales)
                 report.notes.update(batch.notes)
@@ -199,6 +211,7 @@ def _load_chunk(
                     snapshots[table] = max(version, snapshots.get(table, version))
                 for key, value in batch.state.items():
                     warehouse.set_state(con, context.source, normaliser.entity, key, value)
+        _merge_batches(con, pending, report)
         warehouse.refresh_sale_totals(con, derived)
         for table, version in snapshots.items():
             warehouse.prune_snapshot(con, table, context.source, version)
