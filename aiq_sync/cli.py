@@ -76,11 +76,22 @@ def check_problems(config: AppConfig) -> list[str]:
         path = config.resolve(config.loyalty.opt_out_file)
         if not path.is_file():
             problems.append(f"loyalty.opt_out_file: {path} does not exist")
+    from connectors.file_drop.location import check_location
+    from connectors.registry import API_CONNECTORS
+    from connectors.sql import check as check_sql
+
     for source in config.sources:
+        if any(p.startswith(f"sources[{source.name}]") for p in problems):
+            continue
         if isinstance(source, FileDropSource):
-            folder = config.resolve(source.location)
-            if not folder.is_dir():
-                problems.append(f"sources[{source.name}].location: folder {folder} does not exist")
+            problems += check_location(config, source)  # local folder or OneDrive
+        elif source.source_type == "sql":
+            problems += check_sql(source, config.source_timezone(source))
+
+    for source in config.sources:  # API sources: token, scopes, time zone (frozen: no request)
+        check = getattr(API_CONNECTORS.get(source.source_type), "check", None)
+        if check and not any(p.startswith(f"sources[{source.name}]") for p in problems):
+            problems += check(source, timezone=config.source_timezone(source))
     return problems
 
 
@@ -159,6 +170,9 @@ def cmd_loyalty(args: argparse.Namespace) -> int:
             f"--source {args.source}: no such source; configured: {', '.join(config.source_names)}"
         )
         return EXIT_CONFIG
+    if not config.warehouse_path.exists():
+        print(f"no warehouse at {config.warehouse_path} yet: nothing to purge")
+        return 1
     with warehouse.open_warehouse(config.warehouse_path) as con:
         removed = purge_members(con, args.source, args.reason)
     print(f"removed {removed} member(s) of {args.source} enrolled for {args.reason}")
@@ -172,7 +186,11 @@ def cmd_loyalty(args: argparse.Namespace) -> int:
 
 
 # sandbox kind -> module with main(argv); imported only when asked for
-SANDBOXES = {"bigcommerce": "aiq_sync.sandbox.bigcommerce"}
+SANDBOXES = {
+    "bigcommerce": "aiq_sync.sandbox.bigcommerce",
+    "webjoint": "aiq_sync.sandbox.webjoint",
+    "graph": "aiq_sync.sandbox.graph",
+}
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

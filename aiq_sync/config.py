@@ -137,28 +137,88 @@ class SourceBase(_Strict):
         }
 
 
+ONEDRIVE_SCHEME = "onedrive://"
+GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0/"
+LOGIN_BASE_URL = "https://login.microsoftonline.com/"
+_ONEDRIVE_FIELDS = (
+    "tenant_id_env", "client_id_env", "client_secret_env", "graph_base_url", "login_base_url",
+)  # fmt: skip
+
+
 class FileDropSource(SourceBase):
     type: Literal["file_drop"]
     source_type: Literal["file_drop"] = "file_drop"
-    # A local folder; `onedrive://<drive-id>/<folder>` arrives with the OneDrive issue.
+    # A local folder, or `onedrive://<drive-id>/<folder>` (a OneDrive for Business drive).
     location: str
     pattern: str = "*.csv"
+    # OneDrive only: the app registration (client credentials), by environment variable name.
+    tenant_id_env: str | None = None
+    client_id_env: str | None = None
+    client_secret_env: str | None = None
+    # OneDrive only: where Graph and the token endpoint live (the sandbox sets loopback URLs).
+    graph_base_url: str | None = None
+    login_base_url: str | None = None
 
     @field_validator("location")
     @classmethod
-    def _local_folder(cls, value: str) -> str:
+    def _local_folder_or_onedrive(cls, value: str) -> str:
+        if value.startswith(ONEDRIVE_SCHEME):
+            drive, _, _ = value[len(ONEDRIVE_SCHEME) :].partition("/")
+            if not drive.strip() or any(c.isspace() for c in drive):
+                raise ValueError(
+                    f"location {value!r} names no drive; use onedrive://<drive-id>/<folder> "
+                    "(the drive id from GET /drives or /users/<upn>/drive)"
+                )
+            return value
         if "://" in value:
             scheme = value.split("://", 1)[0]
             raise ValueError(
-                f"location scheme {scheme!r}:// is not supported yet; use a folder path"
+                f"location scheme {scheme!r}:// is not supported; use a folder path or "
+                "onedrive://<drive-id>/<folder>"
             )
         return value
+
+    @field_validator("graph_base_url", "login_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value if value is None or value.endswith("/") else value + "/"
 
     @model_validator(mode="after")
     def _no_contact_sync(self) -> FileDropSource:
         if self.sync_contacts:
             raise ValueError("sync_contacts is only available on bigcommerce sources")
         return self
+
+    @model_validator(mode="after")
+    def _onedrive_needs_credentials(self) -> FileDropSource:
+        if self.is_onedrive:
+            missing = [f for f in _ONEDRIVE_FIELDS[:3] if getattr(self, f) is None]
+            if missing:
+                raise ValueError(
+                    f"{', '.join(missing)} required for an onedrive:// location (the names of "
+                    "the environment variables holding the app registration's tenant id, "
+                    "client id and client secret)"
+                )
+        else:
+            extra = [f for f in _ONEDRIVE_FIELDS if getattr(self, f) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply to onedrive:// locations")
+        return self
+
+    @property
+    def is_onedrive(self) -> bool:
+        return self.location.startswith(ONEDRIVE_SCHEME)
+
+    @property
+    def onedrive_drive_id(self) -> str:
+        return self.location[len(ONEDRIVE_SCHEME) :].partition("/")[0]
+
+    @property
+    def onedrive_folder(self) -> str:
+        """The folder path inside the drive, without surrounding slashes ('' = drive root)."""
+        return self.location[len(ONEDRIVE_SCHEME) :].partition("/")[2].strip("/")
 
 
 _BC_API_PATH = re.compile(r"^(https?://[^/]+)/stores/([A-Za-z0-9]+)(/v[23])?/?$")
@@ -214,8 +274,101 @@ class WebjointSource(SourceBase):
         return self
 
 
+# What a SQL table (or query) of sale lines maps onto: the flat-file line fields (the names of
+# connectors/file_drop/reader.COLUMNS) plus `sold_at`, one timestamp standing in for
+# TransactionDate + Completed Time. docs/sql.md lists them with their flat-file headers.
+SQL_LINE_FIELDS = (
+    "transaction_id", "refund_of", "customer_id", "location_id", "order_type", "item_id",
+    "product_name", "category", "vendor", "quantity", "subtotal", "tax", "discount",
+    "allocated_price", "transaction_date", "completed_time", "postal_code", "address",
+    "patient_name", "email", "phone", "birth_date", "facility_name", "sold_at",
+)  # fmt: skip
+SQL_REQUIRED_FIELDS = ("transaction_id", "customer_id", "item_id")
+SQL_ENTITIES = ("lines",)
+
+
+class SqlEntity(_Strict):
+    """One entity of a SQL source: a table or a query, its time cursor, its column mapping."""
+
+    # `[schema.]table`, or a SELECT wrapped as a sub-query (exactly one of the two).
+    table: str | None = None
+    query: str | None = None
+    # Column holding each row's time (sale time, or last change): windows and partitions.
+    cursor: str
+    # Time zone of naive timestamps in the database (default: the source's time zone).
+    cursor_timezone: str | None = None
+    # canonical field -> column of the table or query
+    columns: dict[str, str]
+
+    _tz = field_validator("cursor_timezone")(_check_timezone)
+
+    @field_validator("table", "query", "cursor")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip().rstrip(";").strip() if value is not None else None
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(SQL_LINE_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {', '.join(unknown)}; map columns onto: "
+                + ", ".join(SQL_LINE_FIELDS)
+            )
+        missing = [f for f in SQL_REQUIRED_FIELDS if f not in value]
+        if missing:
+            raise ValueError(f"required field(s) {', '.join(missing)} not mapped")
+        blank = sorted(f for f, column in value.items() if not column.strip())
+        if blank:
+            raise ValueError(f"{', '.join(blank)}: empty column name")
+        if "sold_at" in value and ({"transaction_date", "completed_time"} & set(value)):
+            raise ValueError(
+                "map either sold_at (a timestamp) or transaction_date/completed_time, not both"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlEntity:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of table or query")
+        return self
+
+
+class SqlSource(SourceBase):
+    type: Literal["sql"]
+    source_type: Literal["sql"] = "sql"
+    # Environment variable holding the SQLAlchemy URL (it carries the password).
+    url_env: str
+    entities: dict[str, SqlEntity]
+    # Rows fetched per server-side batch: what bounds memory.
+    batch_rows: int = Field(default=10_000, ge=100, le=200_000)
+
+    @field_validator("entities", mode="before")
+    @classmethod
+    def _supported_entities(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic reports the type
+        unknown = sorted(set(value) - set(SQL_ENTITIES))
+        if unknown:
+            raise ValueError(
+                f"unknown entity {', '.join(unknown)}; supported: {', '.join(SQL_ENTITIES)}"
+            )
+        if not value:
+            raise ValueError("map at least one entity (lines)")
+        return value
+
+    @model_validator(mode="after")
+    def _no_contact_sync(self) -> SqlSource:
+        if self.sync_contacts:
+            raise ValueError("sync_contacts is only available on bigcommerce sources")
+        return self
+
+
 SourceConfig = Annotated[
-    FileDropSource | BigCommerceSource | WebjointSource, Field(discriminator="type")
+    FileDropSource | BigCommerceSource | WebjointSource | SqlSource, Field(discriminator="type")
 ]
 
 
@@ -349,7 +502,8 @@ def _messages(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
             message = "unknown field (check the spelling)"
         elif err["type"] == "union_tag_invalid":
             message = (
-                f"unknown source type {err.get('input', {}).get('type')!r}; supported: file_drop"
+                f"unknown source type {err.get('input', {}).get('type')!r}; supported: "
+                "file_drop, bigcommerce, webjoint, sql"
             )
         elif err["type"] == "union_tag_not_found":
             message = "missing field 'type'"

@@ -202,6 +202,7 @@ def land_days(
         day: landing.open_partition(source, extractor.entity, day.isoformat()) for day in days
     }
     buffers: dict[date, list[RawRecord]] = {day: [] for day in days}
+    buffered = 0
     try:
         for writer in writers.values():
             writer.start_data(RAW_RECORD_SCHEMA)
@@ -209,11 +210,15 @@ def land_days(
             for record in page:
                 local = record.modified_at.astimezone(tz).date() if record.modified_at else first
                 day = min(max(local, first), last)  # late edits land in the last day
-                buffer = buffers[day]
-                buffer.append(record)
-                if len(buffer) >= FLUSH_RECORDS:
-                    writers[day].write_batch(_batch(buffer))
-                    buffer.clear()
+                buffers[day].append(record)
+                buffered += 1
+                # Bound the total, not each day: a long back-fill has many small days.
+                if buffered >= FLUSH_RECORDS:
+                    for flush_day, buffer in buffers.items():
+                        if buffer:
+                            writers[flush_day].write_batch(_batch(buffer))
+                            buffer.clear()
+                    buffered = 0
         for day, buffer in buffers.items():
             if buffer:
                 writers[day].write_batch(_batch(buffer))

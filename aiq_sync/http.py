@@ -95,6 +95,7 @@ class ApiError(Exception):
         scope: str | None = None,
         body_excerpt: str = "",
         attempts: int = 1,
+        details: Any = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -104,6 +105,9 @@ class ApiError(Exception):
         self.scope = scope
         self.body_excerpt = body_excerpt
         self.attempts = attempts
+        # A 4xx body parsed as JSON (secrets scrubbed): per-record reasons of a rejected batch
+        # (e.g. a 422's `errors: {"3.email": ...}`) do not fit in the excerpt.
+        self.details = details
 
     @property
     def is_auth(self) -> bool:
@@ -881,7 +885,16 @@ class ApiClient:
             scope=state.scope,
             body_excerpt=excerpt,
             attempts=state.attempts,
+            details=self._details(body) if status < 500 else None,
         )
+
+    def _details(self, body: bytes) -> Any:
+        if not body.strip() or len(body) > 1 << 20:
+            return None
+        try:
+            return json.loads(self._scrub(body.decode("utf-8", errors="replace")))
+        except ValueError:
+            return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -311,6 +311,28 @@ MIGRATIONS: list[Migration] = [
         GROUP BY s.sold_local_date, s.store_id, st.name, s.currency;
         """,
     ),
+    Migration(
+        5,
+        "bigcommerce: contact sync log, inventory location names",
+        """
+        -- One row per persona a BigCommerce source's contact sync dealt with, so re-runs never
+        -- create a customer twice. status: created (POST /v3/customers answered with its id),
+        -- matched (a store customer already has the e-mail or phone), rejected (422; detail
+        -- holds the reason; retried only when the payload changes, see payload_hash).
+        CREATE TABLE ops.contact_sync (
+            source VARCHAR NOT NULL,
+            persona_key VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            bc_customer_id BIGINT,
+            detail VARCHAR,
+            payload_hash VARCHAR,
+            attempted_at TIMESTAMPTZ NOT NULL
+        );
+        -- The source's name of a location (BigCommerce: the location label), so an unmapped
+        -- stock location can be listed by name in ops.unmapped_locations.
+        ALTER TABLE core.inventory ADD COLUMN location_name VARCHAR;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

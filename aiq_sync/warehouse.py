@@ -397,15 +397,22 @@ def remap_store_ids(con: Connection, source: str, mapping: dict[str, str]) -> No
 def refresh_unmapped_locations(con: Connection, source: str) -> int:
     """ops.unmapped_locations lists a source's location keys with sales but no store."""
     con.execute("DELETE FROM ops.unmapped_locations WHERE source = ?", [source])
+    # Inventory locations count too (with 0 sales): a store's stock needs its store mapped.
     con.execute(
         """
         INSERT INTO ops.unmapped_locations
-        SELECT source, location_key, max(location_name), count(*), min(sold_at), max(sold_at)
-        FROM core.sales
-        WHERE source = ? AND store_id IS NULL AND location_key IS NOT NULL
+        SELECT source, location_key, max(location_name), count(sold_at), min(sold_at),
+               max(sold_at)
+        FROM (
+            SELECT source, location_key, location_name, sold_at FROM core.sales
+            WHERE source = ? AND store_id IS NULL AND location_key IS NOT NULL
+            UNION ALL
+            SELECT source, location_key, location_name, NULL FROM core.inventory
+            WHERE source = ? AND store_id IS NULL AND location_key IS NOT NULL
+        )
         GROUP BY source, location_key
         """,
-        [source],
+        [source, source],
     )
     return con.execute(
         "SELECT count(*) FROM ops.unmapped_locations WHERE source = ?", [source]

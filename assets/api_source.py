@@ -128,7 +128,7 @@ def _entity_asset(
         key=[source.name, spec.name],
         partitions_def=None if spec.snapshot else partitions,
         backfill_policy=None if spec.snapshot else dg.BackfillPolicy.single_run(),
-        group_name=source.name,
+        group_name=source.name.replace("-", "_"),
         pool=pool_for(source),
         kinds={connector.source_type, "parquet"},
         description=spec.description,

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from aiq_sync.config import AppConfig, FileDropSource
+from aiq_sync.config import AppConfig, BigCommerceSource, FileDropSource, SqlSource
 from assets.api_source import build_api_source, daily_partitions
+from assets.bigcommerce import build_contact_sync
 from assets.core import CORE_KEYS, build_core
 from assets.file_drop import build_file_drop, partitions_for
 from assets.loyalty import LOYALTY_KEYS, build_loyalty
 from assets.resources import duckdb_resource
+from assets.sql_source import build_sql_source
 from connectors.registry import API_CONNECTORS
 
 
@@ -25,6 +27,8 @@ class SyncParts:
     partitions: dict[str, dg.PartitionsDefinition] = field(default_factory=dict)
     core: dg.AssetsDefinition | None = None
     loyalty: dg.AssetsDefinition | None = None
+    # Assets that write back to a source (BigCommerce contact sync), after the core tables.
+    outbound: list[dg.AssetsDefinition] = field(default_factory=list)
     jobs: list[dg.UnresolvedAssetJobDefinition] = field(default_factory=list)
     sensors: list[dg.SensorDefinition] = field(default_factory=list)
     schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
@@ -40,6 +44,12 @@ def build_parts(config: AppConfig) -> SyncParts:
             parts.partitions[source.name] = partitions_for(source)
             parts.jobs.append(job)
             parts.sensors.append(sensor)
+        elif isinstance(source, SqlSource):
+            assets, jobs, schedules = build_sql_source(config, source)
+            parts.landing[source.name] = assets
+            parts.partitions[source.name] = daily_partitions(config, source)
+            parts.jobs.extend(jobs)
+            parts.schedules.extend(schedules)
         elif source.source_type in API_CONNECTORS:
             assets, jobs, schedules = build_api_source(
                 config, source, API_CONNECTORS[source.source_type]
@@ -48,6 +58,8 @@ def build_parts(config: AppConfig) -> SyncParts:
             parts.partitions[source.name] = daily_partitions(config, source)
             parts.jobs.extend(jobs)
             parts.schedules.extend(schedules)
+            if isinstance(source, BigCommerceSource):
+                parts.outbound.append(build_contact_sync(config, source))
     landing_keys = [key for assets in parts.landing.values() for a in assets for key in a.keys]
     parts.core = build_core(config, landing_keys)
     parts.loyalty = build_loyalty(config, list(CORE_KEYS.values()))
@@ -85,7 +97,7 @@ def build_definitions(config: AppConfig) -> dg.Definitions:
     parts = build_parts(config)
     return dg.Definitions(
         assets=[a for assets in parts.landing.values() for a in assets]
-        + [parts.core, parts.loyalty],
+        + [parts.core, parts.loyalty, *parts.outbound],
         jobs=parts.jobs,
         schedules=parts.schedules,
         sensors=parts.sensors,

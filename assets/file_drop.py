@@ -8,7 +8,8 @@ from dagster import AssetExecutionContext, SensorEvaluationContext
 from aiq_sync.config import AppConfig, FileDropSource
 from aiq_sync.landing import Landing
 from assets.metadata import markdown_table
-from connectors.file_drop import ENTITY, DropFile, discover, land_drop_file
+from connectors.file_drop import ENTITY, DropFile
+from connectors.file_drop.location import DropVanished, land_from_location, open_location
 
 PREVIEW_COLUMNS = (
     "_line",
@@ -40,14 +41,14 @@ def frozen_result(landing: Landing, source_name: str) -> dg.MaterializeResult:
 def build_file_drop(config: AppConfig, source: FileDropSource):
     """The landing asset, its job and its sensor for one file-drop source."""
     partitions = partitions_for(source)
-    folder = config.resolve(source.location)
     landing = Landing(config.landing_path)
+    kinds = {"csv", "parquet", "onedrive"} if source.is_onedrive else {"csv", "parquet"}
 
     @dg.asset(
         key=landing_key(source),
         partitions_def=partitions,
-        group_name=source.name,
-        kinds={"csv", "parquet"},
+        group_name=source.name.replace("-", "_"),
+        kinds=kinds,
         description=f"Raw lines of each drop file in {source.location}, landed as Parquet "
         "(one partition per file; re-landing a changed file replaces its partition).",
         tags={"source": source.name, "source_type": source.source_type},
@@ -57,13 +58,23 @@ def build_file_drop(config: AppConfig, source: FileDropSource):
             context.log.info(f"{source.name} is frozen: drop folder not read")
             return frozen_result(landing, source.name)
         name = context.partition_key
-        drop = next((f for f in discover(folder, source.pattern) if f.name == name), None)
-        if drop is None:
+        with open_location(config, source) as location:
+            # The file as it is now (the sensor may have listed an older version of it).
+            drop = location.find(name)
+            try:
+                manifest = (
+                    land_from_location(landing, source.name, location, drop) if drop else None
+                )
+            except DropVanished:
+                manifest = None
+            requests = int(location.request_stats().get("requests", 0))
+            where = location.description
+        if drop is None or manifest is None:
             # Deleted between the sensor and this run. Not a failure: deleting a file never
             # deletes data, and a failed partition would hold back every later load.
             landed = landing.manifest(source.name, ENTITY, name)
             context.log.warning(
-                f"{source.name}: drop file {name!r} is no longer in {folder}; "
+                f"{source.name}: drop file {name!r} is no longer in {where}; "
                 + ("its data landed earlier is kept" if landed else "nothing was landed from it")
             )
             return dg.MaterializeResult(
@@ -71,11 +82,10 @@ def build_file_drop(config: AppConfig, source: FileDropSource):
                     "file": name,
                     "status": "vanished",
                     "rows": 0,
-                    "requests": 0,
+                    "requests": requests,
                     "frozen": False,
                 }
             )
-        manifest = land_drop_file(landing, source.name, drop)
         if manifest.status == "unreadable":
             context.log.warning(f"{source.name}: {name} rejected whole: {manifest.error}")
         else:
@@ -91,8 +101,10 @@ def build_file_drop(config: AppConfig, source: FileDropSource):
             "rows_unparseable": manifest.rejected,
             "status": manifest.status,
             "frozen": False,
-            "requests": 0,
+            "requests": requests,
         }
+        if drop.item_id is not None:
+            metadata["item_id"] = drop.item_id
         if manifest.error:
             metadata["error"] = manifest.error
         if manifest.origin.get("unknown_columns"):
@@ -122,7 +134,9 @@ def build_file_drop(config: AppConfig, source: FileDropSource):
         if source.freeze:
             return dg.SkipReason(f"{source.name} is frozen (use last backup): folder not read")
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        files = discover(folder, source.pattern)
+        # Listing only, never a download (OneDrive: one delta request when nothing changed).
+        with open_location(config, source) as location:
+            files = location.list()
         changed = [f for f in files if seen.get(f.name) != f.fingerprint]
         # Forget deleted files (their data stays loaded). A file put back unchanged keeps its
         # run key and is not landed again: its data is already there.

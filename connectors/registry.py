@@ -5,14 +5,25 @@ from __future__ import annotations
 
 from aiq_sync.canonical import Normaliser
 from aiq_sync.extract import ApiConnector
+from connectors.bigcommerce import NORMALISERS as BIGCOMMERCE_NORMALISERS
+from connectors.bigcommerce import BigCommerceConnector
 from connectors.file_drop import FileDropNormaliser
+from connectors.webjoint import WebjointConnector
+from connectors.webjoint import normalisers as webjoint_normalisers
 
 NORMALISERS: dict[str, list[Normaliser]] = {
     "file_drop": [FileDropNormaliser()],
+    "bigcommerce": BIGCOMMERCE_NORMALISERS,
+    "webjoint": webjoint_normalisers(),
+    # SQL sources land flat-file raw lines (connectors/sql/extract.py).
+    "sql": [FileDropNormaliser()],
 }
 
 
-API_CONNECTORS: dict[str, ApiConnector] = {}
+API_CONNECTORS: dict[str, ApiConnector] = {
+    "bigcommerce": BigCommerceConnector(),
+    "webjoint": WebjointConnector(),
+}
 
 
 def has_connector(source_type: str) -> bool:

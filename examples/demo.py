@@ -34,8 +34,9 @@ DEMO_SECRETS = {
 
 QUERIES = {
     "Revenue by store": """
-        SELECT coalesce(store_name, '(unmapped: ' || source || ' ' || location_key || ')')
-                 AS store,
+        SELECT coalesce(store_name, CASE WHEN location_key IS NULL
+                 THEN '(online: ' || source || ')'
+                 ELSE '(unmapped: ' || source || ' ' || location_key || ')' END) AS store,
                count(*) AS sales, sum(total) AS revenue, count(DISTINCT contact_id) AS shoppers
         FROM analytics.sales WHERE NOT is_refund
         GROUP BY ALL ORDER BY revenue DESC""",
@@ -67,6 +68,25 @@ def _sandbox_for(source: Any) -> Any | None:
             token=os.environ[source.access_token_env],
             now=DEMO_NOW,
             timezone=source.timezone or "America/Chicago",
+            port=url.port or 0,
+        )
+    if source.source_type == "webjoint":
+        url = urlparse(source.base_url)
+        if url.hostname != "127.0.0.1":
+            return None
+        from aiq_sync.sandbox.webjoint import WebjointSandbox
+
+        return WebjointSandbox(
+            company_id=source.company_id,
+            facilities=3,
+            orders=4000,
+            customers=1200,
+            products=120,
+            history_days=90,
+            seed=7,
+            api_key=os.environ[source.api_key_env],
+            now=DEMO_NOW,
+            timezone=source.timezone or "America/Los_Angeles",
             port=url.port or 0,
         )
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,11 @@ def demo_config(tmp_path: Path, small_drops: tuple[Path, DropReport]) -> AppConf
     folder, _ = small_drops
     shutil.copytree(folder, tmp_path / "drops")
     text = (EXAMPLES / "aiq_sync.yaml").read_text(encoding="utf-8")
-    (tmp_path / "aiq_sync.yaml").write_text(text.replace("../data/", "data/"), encoding="utf-8")
+    # The demo's drops source only: its API sources need the sandboxes examples/demo.py runs.
+    text = text.split("\n  # A BigCommerce store")[0]
+    text = re.sub(r', (bc|wj)-demo: "\d+"', "", text).replace("../data/", "data/")
+    (tmp_path / "aiq_sync.yaml").write_text(text, encoding="utf-8")
+    assert [s.name for s in load_config(tmp_path / "aiq_sync.yaml").sources] == ["drops"]
     return load_config(tmp_path / "aiq_sync.yaml")
 
 
@@ -44,24 +49,27 @@ def test_demo_definitions_snapshot() -> None:
     repo = defs.get_repository_def()
     keys = sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys())
     assert keys == [
-        "core/contacts", "core/inventory", "core/personas", "core/products", "core/sale_items",
-        "core/sales", "core/stores", "drops/lines", "loyalty/members", "loyalty/opt_in_requests",
-        "loyalty/points_ledger", "ops/quarantine", "ops/unmapped_locations",
+        "bc-demo/contact_sync", "bc-demo/customers", "bc-demo/inventory", "bc-demo/orders",
+        "bc-demo/products", "bc-demo/store", "core/contacts", "core/inventory", "core/personas",
+        "core/products", "core/sale_items", "core/sales", "core/stores", "drops/lines",
+        "loyalty/members", "loyalty/opt_in_requests", "loyalty/points_ledger", "ops/quarantine",
+        "ops/unmapped_locations", "wj-demo/customers", "wj-demo/facilities", "wj-demo/inventory",
+        "wj-demo/orders",
     ]  # fmt: skip
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
-        "drops_land",
-        "load_warehouse",
-    ]
+        "bc_demo_extract", "bc_demo_snapshot", "drops_land", "load_warehouse", "wj_demo_extract",
+        "wj_demo_snapshot",
+    ]  # fmt: skip
     # the automation sensor runs core_tables after landings (eager automation condition)
-    assert sorted(s.name for s in repo.sensor_defs) == [
-        "drops_drop_sensor",
-        "load_after_landing",
-    ]
-    (schedule,) = repo.schedule_defs
-    assert (schedule.cron_schedule, schedule.execution_timezone) == (
-        "0 3 * * *",
-        "America/Los_Angeles",
-    )
+    assert sorted(s.name for s in repo.sensor_defs) == ["drops_drop_sensor", "load_after_landing"]
+    schedules = {s.name: (s.cron_schedule, s.execution_timezone) for s in repo.schedule_defs}
+    assert set(schedules) == {
+        "nightly_sync", "bc_demo_nightly", "bc_demo_snapshot_nightly", "wj_demo_nightly",
+        "wj_demo_snapshot_nightly",
+    }  # fmt: skip
+    assert set(schedules.values()) == {("0 3 * * *", "America/Los_Angeles")}
+    orders = repo.assets_defs_by_key[dg.AssetKey(["bc-demo", "orders"])]
+    assert orders.op.pool == "api_bc_demo"
     core = repo.assets_defs_by_key[dg.AssetKey(["core", "sales"])]
     assert core.op.pool == "duckdb_writer"
     checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in core.check_specs)

@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import email.utils
 import json
 import logging
 import math
-import random
 import re
-import socket
-import struct
 import sys
 import threading
 import time
@@ -36,14 +32,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from datetime import time as dtime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from aiq_sync.sandbox.bigcommerce_data import StoreData
+from aiq_sync.sandbox.common import Chaos as _ChaosBase
+from aiq_sync.sandbox.common import ChaosState as _ChaosState
+from aiq_sync.sandbox.common import Fault, SandboxHandler, SandboxServer
+
+__all__ = ["BigCommerceSandbox", "Chaos", "Fault", "main"]
 
 logger = logging.getLogger("aiq_sync.sandbox.bigcommerce")
 
@@ -94,108 +95,12 @@ _HTML_BODY = (
 # --------------------------------------------------------------------------------------------
 
 
-class Fault(BaseModel):
-    """When to inject one kind of fault.
+class Chaos(_ChaosBase):
+    """Fault injection (see ``common.Chaos``) plus rows modified while a client pages."""
 
-    ``first``: the first N eligible requests always get it (deterministic tests);
-    ``probability``: afterwards, each eligible request gets it with this chance (seeded);
-    ``burst``: once triggered, the next ``burst - 1`` eligible requests get it too;
-    ``paths``: only requests whose API path starts with one of these (e.g. ``"v2/orders"``).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    probability: float = Field(0.0, ge=0.0, le=1.0)
-    first: int = Field(0, ge=0)
-    burst: int = Field(1, ge=1)
-    paths: tuple[str, ...] = ()
-
-
-class Chaos(BaseModel):
-    """Fault injection. A bare float is a probability, a bare int a ``first`` count."""
-
-    model_config = ConfigDict(frozen=True)
-
-    server_error: Fault = Fault()
-    server_error_statuses: tuple[int, ...] = (500, 502, 503, 504)
-    throttle_without_headers: Fault = Fault()
-    slow: Fault = Fault()
-    slow_seconds: float = 2.0
-    truncated_json: Fault = Fault()
-    html_200: Fault = Fault()
-    connection_reset: Fault = Fault()
     # Rows bumped (date_modified := now) each time a page of a listing is served:
     modify_during_paging: int = Field(0, ge=0, description="not-yet-served rows: they move")
     modify_served_during_paging: int = Field(0, ge=0, description="served rows: causes skips")
-
-    @field_validator(
-        "server_error",
-        "throttle_without_headers",
-        "slow",
-        "truncated_json",
-        "html_200",
-        "connection_reset",
-        mode="before",
-    )
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            return Fault(first=1) if v else Fault()
-        if isinstance(v, int):
-            return Fault(first=v)
-        if isinstance(v, float):
-            return Fault(probability=v)
-        return v
-
-    @classmethod
-    def parse(cls, text: str) -> Chaos:
-        """``"server_error=0.05,truncated_json=2,slow_seconds=1.5"`` (for the CLI)."""
-        values: dict[str, Any] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            key, _, raw = part.partition("=")
-            values[key.strip()] = float(raw) if "." in raw else int(raw)
-        return cls(**values)
-
-
-_FAULTS = (
-    "connection_reset",
-    "throttle_without_headers",
-    "server_error",
-    "slow",
-    "truncated_json",
-    "html_200",
-)
-
-
-class _ChaosState:
-    def __init__(self, chaos: Chaos, seed: int) -> None:
-        self.chaos = chaos
-        self.rng = random.Random(f"{seed}:chaos")
-        self.lock = threading.Lock()
-        self.seen = dict.fromkeys(_FAULTS, 0)
-        self.burst_left = dict.fromkeys(_FAULTS, 0)
-        self.injected = dict.fromkeys(_FAULTS, 0)
-
-    def hit(self, name: str, api_path: str) -> bool:
-        fault: Fault = getattr(self.chaos, name)
-        if not (fault.probability or fault.first):
-            return False
-        if fault.paths and not any(api_path.startswith(p) for p in fault.paths):
-            return False
-        with self.lock:
-            self.seen[name] += 1
-            if self.burst_left[name] > 0:
-                self.burst_left[name] -= 1
-                hit = True
-            elif self.seen[name] <= fault.first:
-                hit = True
-            else:
-                hit = fault.probability > 0 and self.rng.random() < fault.probability
-                if hit:
-                    self.burst_left[name] = fault.burst - 1
-            if hit:
-                self.injected[name] += 1
-            return hit
 
 
 # --------------------------------------------------------------------------------------------
@@ -1140,90 +1045,9 @@ class BigCommerceSandbox:
 # --------------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    sandbox: BigCommerceSandbox
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def close_all_connections(self) -> None:
-        # Idle keep-alive connections would otherwise hold their threads until the client goes.
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections like on the real API
-    server_version = "nginx"
-    sys_version = ""
-    timeout = 60
-    server: _Server
-    body: bytes = b""
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes; without this Nagle adds ~40 ms each.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s " + format, self.address_string(), *args)
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.body = self.rfile.read(length) if length else b""
-        try:
-            self.server.sandbox.handle(self)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception:  # a bug in the fake must not hang the client
-            logger.exception("sandbox handler failed for %s", self.path.split("?", 1)[0])
-            body = b'{"status":500,"title":"Internal sandbox error"}'
-            self.write_response(500, body, "application/json", {})
-
-    do_GET = _dispatch
-    do_POST = _dispatch
-    do_PUT = _dispatch
-    do_DELETE = _dispatch
-
-    def write_response(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str]
-    ) -> None:
-        self.send_response(status)
-        if status != 204:
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if body and status != 204:
-            self.wfile.write(body)
-
-    def reset_connection(self) -> None:
-        """Abort with a TCP RST (SO_LINGER 0), like a load balancer dropping the connection."""
-        self.close_connection = True
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-        except OSError:
-            pass
+# The loopback server lives in sandbox.common (shared with the Webjoint sandbox).
+_Server = SandboxServer
+_Handler = SandboxHandler
 
 
 # --------------------------------------------------------------------------------------------

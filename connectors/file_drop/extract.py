@@ -27,6 +27,8 @@ def land_drop_file(landing: Landing, source: str, drop: DropFile) -> Manifest:
     `unreadable`, with nothing from it loaded. The manifest's version (modification time,
     then name) decides which file wins when two carry the same (TransactionID, Item ID).
     """
+    if drop.path is None:
+        raise ValueError(f"{drop.name} has not been fetched to a local file")
     stream = DropStream(drop.path)
     writer = landing.open_partition(source, ENTITY, partition_key(drop))
     error: str | None = None
@@ -49,6 +51,8 @@ def land_drop_file(landing: Landing, source: str, drop: DropFile) -> Manifest:
         "sha256": stream.sha256,
         "unknown_columns": stream.unknown_columns,
     }
+    if drop.item_id is not None:  # a remote file: which item and which version of it
+        origin.update(item_id=drop.item_id, ctag=drop.ctag)
     if stream.rejects and error is None:
         writer.write_rejects(rejects_table(stream.rejects))
     return writer.commit(

@@ -64,14 +64,22 @@ _ALIASES = {
 @dataclass(frozen=True)
 class DropFile:
     name: str
-    path: Path
+    path: Path | None  # None for a remote file until it is fetched (see location.py)
     size: int
     mtime_ns: int
+    # Remote (OneDrive) files: the item id (stable across renames) and the content tag
+    # (changes when, and only when, the bytes change).
+    item_id: str | None = None
+    ctag: str | None = None
 
     @property
     def fingerprint(self) -> str:
-        """Name, size and modification time: what tells a changed file from a seen one."""
-        return f"{self.name}:{self.size}:{self.mtime_ns}"
+        """What tells a changed file from a seen one: name, size and modification time for a
+        local file; name, size, item id and content tag for a remote one (a re-listing of
+        unchanged files, e.g. after a delta reset, gives the same fingerprints)."""
+        if self.item_id is None:
+            return f"{self.name}:{self.size}:{self.mtime_ns}"
+        return f"{self.name}:{self.size}:{self.item_id}:{self.ctag}"
 
 
 def discover(folder: Path, pattern: str = "*.csv") -> list[DropFile]:
