@@ -202,7 +202,10 @@ def _land_api(
             outcome.failures.append(f"{source.name} {label}: {message}")
             out(f"{source.name} {label}: FAILED: {message}")
             continue
-        for event in result.get_asset_materialization_events():
+        # A range run records one materialisation per partition, all with the same metadata
+        # (the whole pass): report each asset once.
+        per_asset = {e.asset_key: e for e in result.get_asset_materialization_events()}
+        for event in per_asset.values():
             meta = event.materialization.metadata
             outcome.landed += int(meta["partitions"].value)
             out(

@@ -276,3 +276,40 @@ def test_load_waits_for_landings_in_progress_but_not_for_ones_that_never_landed(
     text = repr(LOAD_AFTER_LANDING)
     assert "label='any_deps_in_progress'" in text and "label='any_deps_updated'" in text
     assert "any_deps_missing" not in text
+
+
+@pytest.mark.e2e
+def test_cli_run_reports_each_api_asset_once_with_its_partition_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from aiq_sync.config import parse_config
+    from aiq_sync.sandbox.webjoint import WebjointSandbox
+
+    monkeypatch.setenv("WJ_TEST_KEY", "k")
+    now = datetime(2026, 10, 31, tzinfo=UTC)
+    with WebjointSandbox(
+        api_key="k", orders=300, customers=50, facilities=2, history_days=10, now=now, rate=None
+    ) as sandbox:
+        config = parse_config(
+            {
+                "warehouse": "w.duckdb",
+                "landing": "landing",
+                "sources": [
+                    {"name": "wj", "type": "webjoint", "api_key_env": "WJ_TEST_KEY",
+                     "company_id": 7, "base_url": sandbox.base_url, "start_date": "2026-10-20"}
+                ],
+            },
+            base_dir=tmp_path,
+        )  # fmt: skip
+        lines: list[str] = []
+        outcome = run_sync(config, instance=dg.DagsterInstance.ephemeral(), out=lines.append)
+    assert outcome.ok, outcome.failures
+    landed_lines = [line for line in lines if line.startswith("wj/") and "records in" in line]
+    assert sorted(line.split()[0] for line in landed_lines) == [
+        "wj/customers", "wj/facilities", "wj/inventory", "wj/orders",
+    ]  # fmt: skip
+    days = len({line.split()[1] for line in landed_lines if "snapshot" not in line})
+    partitions = sum(int(line.split(" records in ")[1].split()[0]) for line in landed_lines)
+    assert days == 1 and outcome.landed == partitions
