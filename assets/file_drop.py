@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 from dagster import AssetExecutionContext, SensorEvaluationContext
+from pydantic import BaseModel
 
 from aiq_sync.config import AppConfig, FileDropSource
 from aiq_sync.landing import Landing
@@ -133,26 +134,59 @@ def build_file_drop(config: AppConfig, source: FileDropSource):
     def drop_sensor(context: SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         if source.freeze:
             return dg.SkipReason(f"{source.name} is frozen (use last backup): folder not read")
-        seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        state = SensorCursor.parse(context.cursor)
         # Listing only, never a download (OneDrive: one delta request when nothing changed).
         with open_location(config, source) as location:
             files = location.list()
-        changed = [f for f in files if seen.get(f.name) != f.fingerprint]
-        # Forget deleted files (their data stays loaded). A file put back unchanged keeps its
-        # run key and is not landed again: its data is already there.
-        cursor = {f.name: f.fingerprint for f in files}
+        changed = [f for f in files if state.files.get(f.name) != f.fingerprint]
+        cursor = state.advance(files)
         if not changed:
-            return dg.SensorResult(skip_reason="no new or changed files", cursor=json.dumps(cursor))
+            return dg.SensorResult(skip_reason="no new or changed files", cursor=cursor.dump())
         return dg.SensorResult(
-            run_requests=[_run_request(f) for f in changed],
+            run_requests=[_run_request(f, cursor.returns.get(f.name, 0)) for f in changed],
             dynamic_partitions_requests=[partitions.build_add_request([f.name for f in changed])],
-            cursor=json.dumps(cursor, sort_keys=True),
+            cursor=cursor.dump(),
         )
 
     return land, job, drop_sensor
 
 
-def _run_request(drop: DropFile) -> dg.RunRequest:
+class SensorCursor(BaseModel):
+    """What the drop sensor remembers between ticks.
+
+    ``files`` is the fingerprint (name, size, mtime or etag) of every file in the last listing.
+    ``returns`` counts how often a name disappeared from the listing: a file deleted before its
+    run landed anything, then put back unchanged, needs a run key Dagster has not spent yet.
+    """
+
+    v: int = 2
+    files: dict[str, str] = {}
+    returns: dict[str, int] = {}
+
+    @classmethod
+    def parse(cls, text: str | None) -> "SensorCursor":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        if data.get("v") != 2:  # first format: a flat {name: fingerprint} map
+            return cls(files=data)
+        return cls.model_validate(data)
+
+    def advance(self, files: list[DropFile]) -> "SensorCursor":
+        listed = {f.name: f.fingerprint for f in files}
+        returns = dict(self.returns)
+        for gone in self.files.keys() - listed.keys():
+            # Deleted files are forgotten (their data stays loaded) but their count is kept.
+            returns[gone] = returns.get(gone, 0) + 1
+        return SensorCursor(files=listed, returns=returns)
+
+    def dump(self) -> str:
+        return self.model_dump_json()
+
+
+def _run_request(drop: DropFile, returns: int) -> dg.RunRequest:
     # The run key includes size and mtime: an unchanged file never starts a second run,
-    # a changed one (same name) does.
-    return dg.RunRequest(partition_key=drop.name, run_key=drop.fingerprint)
+    # a changed one (same name) does, and so does one put back after it was deleted
+    # (re-landing the same content replaces its partition: nothing doubles).
+    run_key = drop.fingerprint if not returns else f"{drop.fingerprint}~{returns}"
+    return dg.RunRequest(partition_key=drop.name, run_key=run_key)

@@ -30,7 +30,12 @@ DEMO_NOW = datetime(2026, 10, 31, 23, 0, tzinfo=UTC)
 DEMO_SECRETS = {
     "DEMO_BC_TOKEN": "demo-bigcommerce-token",
     "DEMO_WJ_KEY": "demo-webjoint-key",
+    "DEMO_OD_TENANT": "demo-tenant",
+    "DEMO_OD_CLIENT": "demo-client",
+    "DEMO_OD_SECRET": "demo-onedrive-secret",
 }
+# The OneDrive demo folder: a second chain's daily exports, different shoppers (own seed).
+ONEDRIVE_DROPS = {"days": 30, "customers": 500, "lines_target": 3000, "seed": 11}
 
 QUERIES = {
     "Revenue by store": """
@@ -89,7 +94,38 @@ def _sandbox_for(source: Any) -> Any | None:
             timezone=source.timezone or "America/Los_Angeles",
             port=url.port or 0,
         )
+    if source.source_type == "file_drop" and source.is_onedrive:
+        url = urlparse(source.graph_base_url or "")
+        if url.hostname != "127.0.0.1":
+            return None
+        return _onedrive_sandbox(source, url.port or 0)
     return None
+
+
+def _onedrive_sandbox(source: Any, port: int) -> Any:
+    """A Graph sandbox whose drive holds generated daily drops, with fixed modification times
+    so a second demo run sees the same files (and lands nothing again)."""
+    import tempfile
+
+    from aiq_sync.sandbox.graph import GraphSandbox
+    from examples.generate_drops import DropSpec, generate
+
+    drive_id, _, folder = source.location.removeprefix("onedrive://").partition("/")
+    sandbox = GraphSandbox(
+        tenant_id=os.environ[source.tenant_id_env],
+        client_id=os.environ[source.client_id_env],
+        client_secret=os.environ[source.client_secret_env],
+        drive_id=drive_id,
+        folder=folder,
+        seed=7,
+        port=port,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        report = generate(Path(tmp), DropSpec(**ONEDRIVE_DROPS))
+        for name in report.files:
+            day = datetime.strptime(name, "sales_%Y-%m-%d.csv").replace(hour=23, tzinfo=UTC)
+            sandbox.put_file(name, (Path(tmp) / name).read_bytes(), modified=day)
+    return sandbox
 
 
 @contextmanager

@@ -37,7 +37,7 @@ def demo_config(tmp_path: Path, small_drops: tuple[Path, DropReport]) -> AppConf
     text = (EXAMPLES / "aiq_sync.yaml").read_text(encoding="utf-8")
     # The demo's drops source only: its API sources need the sandboxes examples/demo.py runs.
     text = text.split("\n  # A BigCommerce store")[0]
-    text = re.sub(r', (bc|wj)-demo: "\d+"', "", text).replace("../data/", "data/")
+    text = re.sub(r', (bc|wj|od)-demo: "\d+"', "", text).replace("../data/", "data/")
     (tmp_path / "aiq_sync.yaml").write_text(text, encoding="utf-8")
     assert [s.name for s in load_config(tmp_path / "aiq_sync.yaml").sources] == ["drops"]
     return load_config(tmp_path / "aiq_sync.yaml")
@@ -52,16 +52,18 @@ def test_demo_definitions_snapshot() -> None:
         "bc-demo/contact_sync", "bc-demo/customers", "bc-demo/inventory", "bc-demo/orders",
         "bc-demo/products", "bc-demo/store", "core/contacts", "core/inventory", "core/personas",
         "core/products", "core/sale_items", "core/sales", "core/stores", "drops/lines",
-        "loyalty/members", "loyalty/opt_in_requests", "loyalty/points_ledger", "ops/quarantine",
-        "ops/unmapped_locations", "wj-demo/customers", "wj-demo/facilities", "wj-demo/inventory",
-        "wj-demo/orders",
+        "loyalty/members", "loyalty/opt_in_requests", "loyalty/points_ledger", "od-demo/lines",
+        "ops/quarantine", "ops/unmapped_locations", "wj-demo/customers", "wj-demo/facilities",
+        "wj-demo/inventory", "wj-demo/orders",
     ]  # fmt: skip
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
-        "bc_demo_extract", "bc_demo_snapshot", "drops_land", "load_warehouse", "wj_demo_extract",
+        "bc_demo_extract", "bc_demo_snapshot", "drops_land", "load_warehouse", "od_demo_land", "wj_demo_extract",
         "wj_demo_snapshot",
     ]  # fmt: skip
     # the automation sensor runs core_tables after landings (eager automation condition)
-    assert sorted(s.name for s in repo.sensor_defs) == ["drops_drop_sensor", "load_after_landing"]
+    assert sorted(s.name for s in repo.sensor_defs) == [
+        "drops_drop_sensor", "load_after_landing", "od_demo_drop_sensor",
+    ]  # fmt: skip
     schedules = {s.name: (s.cron_schedule, s.execution_timezone) for s in repo.schedule_defs}
     assert set(schedules) == {
         "nightly_sync", "bc_demo_nightly", "bc_demo_snapshot_nightly", "wj_demo_nightly",
@@ -103,10 +105,36 @@ def test_drop_sensor_cursor_runs_once_per_new_or_changed_file(
     assert [r.partition_key for r in changed.run_requests] == ["a.csv"]
     assert changed.run_requests[0].run_key != first.run_requests[0].run_key
 
-    (folder / "b.csv").unlink()  # deleting a file starts nothing and forgets it
+    b = folder / "b.csv"
+    b_bytes, b_stat = b.read_bytes(), b.stat()
+    b.unlink()  # deleting a file starts nothing and forgets it
     after_delete = sensor(dg.build_sensor_context(instance=instance, cursor=changed.cursor))
     assert not after_delete.run_requests
-    assert set(json.loads(after_delete.cursor)) == {"a.csv"}
+    assert set(json.loads(after_delete.cursor)["files"]) == {"a.csv"}
+
+    # Put back unchanged (same bytes and mtime). If it vanished before its run landed anything,
+    # the first run key is spent: the sensor must ask again under a key Dagster has not seen.
+    b.write_bytes(b_bytes)
+    os.utime(b, ns=(b_stat.st_atime_ns, b_stat.st_mtime_ns))
+    back = sensor(dg.build_sensor_context(instance=instance, cursor=after_delete.cursor))
+    spent = {r.run_key for r in (*first.run_requests, *changed.run_requests)}
+    assert [r.partition_key for r in back.run_requests] == ["b.csv"]
+    assert back.run_requests[0].run_key not in spent
+    again = sensor(dg.build_sensor_context(instance=instance, cursor=back.cursor))
+    assert not again.run_requests  # and only once
+
+
+def test_drop_sensor_reads_the_first_cursor_format(make_config: Callable[..., AppConfig]) -> None:
+    """A sensor tick after an upgrade must not re-land every file."""
+    config = make_config()
+    folder = config.resolve("drops")
+    write_drop(folder / "a.csv", [line()])
+    (sensor,) = [s for s in build_parts(config).sensors if s.name == "drops_drop_sensor"]
+    instance = dg.DagsterInstance.ephemeral()
+    first = sensor(dg.build_sensor_context(instance=instance))
+    old_format = json.dumps(json.loads(first.cursor)["files"])  # {name: fingerprint}
+    upgraded = sensor(dg.build_sensor_context(instance=instance, cursor=old_format))
+    assert not upgraded.run_requests
 
 
 def test_frozen_source_sensor_reads_nothing(make_config: Callable[..., AppConfig]) -> None:
