@@ -8,6 +8,7 @@ rate limit. A frozen source makes no request at all.
 """
 
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -34,6 +35,42 @@ def daily_partitions(config: AppConfig, source: SourceBase) -> dg.DailyPartition
         timezone=config.source_timezone(source),
         end_offset=1,
     )
+
+
+def nightly_schedule(
+    config: AppConfig,
+    source: SourceBase,
+    job: dg.JobDefinition | Any,  # define_asset_job's type is not public
+    partitions: dg.DailyPartitionsDefinition,
+    landing: Landing,
+    entities: list[str],
+    description: str,
+) -> dg.ScheduleDefinition:
+    """The source's nightly run: one range run from its watermark (the last landed day) to
+    today, so a run after a freeze or an outage back-fills the gap; normally that is
+    yesterday and today so far."""
+
+    @dg.schedule(
+        name=f"{source.name.replace('-', '_')}_nightly",
+        job=job,
+        cron_schedule=config.schedule.cron,
+        execution_timezone=config.schedule.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+    def nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        if source.freeze:
+            return dg.SkipReason(f"{source.name} is frozen (use last backup)")
+        keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
+        resume = resume_day(landing, source.name, entities, source.start_date).isoformat()
+        start = max(min(resume, keys[-2] if len(keys) > 1 else keys[-1]), keys[0])
+        end = keys[-1]
+        return dg.RunRequest(
+            run_key=f"{start}..{end}",
+            tags={ASSET_PARTITION_RANGE_START: start, ASSET_PARTITION_RANGE_END: end},
+        )
+
+    return nightly
 
 
 def _metadata(manifests: list[Manifest], stats: dict, frozen: bool = False) -> dict[str, object]:
@@ -72,29 +109,16 @@ def build_api_source(
         )
         jobs.append(extract_job)
 
-        @dg.schedule(
-            name=f"{name}_nightly",
-            job=extract_job,
-            cron_schedule=config.schedule.cron,
-            execution_timezone=config.schedule.timezone,
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=f"Every night: {source.name}'s yesterday and today so far, in one run",
+        entities = [s.name for s in connector.entities if not s.snapshot]
+        nightly = nightly_schedule(
+            config,
+            source,
+            extract_job,
+            partitions,
+            landing,
+            entities,
+            description=f"Every night: {source.name} from its last landed day to today, in one run",
         )
-        def nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-            if source.freeze:
-                return dg.SkipReason(f"{source.name} is frozen (use last backup)")
-            keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
-            # From the watermark (the last landed day), so a run after a freeze or an outage
-            # back-fills the gap; normally that is yesterday.
-            entities = [s.name for s in connector.entities if not s.snapshot]
-            resume = resume_day(landing, source.name, entities, source.start_date).isoformat()
-            start = max(min(resume, keys[-2] if len(keys) > 1 else keys[-1]), keys[0])
-            end = keys[-1]
-            return dg.RunRequest(
-                run_key=f"{start}..{end}",
-                tags={ASSET_PARTITION_RANGE_START: start, ASSET_PARTITION_RANGE_END: end},
-            )
-
         schedules.append(nightly)
     if snapshots:
         snapshot_job = dg.define_asset_job(

@@ -10,14 +10,8 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from aiq_sync.config import AppConfig, SqlSource
-from aiq_sync.extract import resume_day
 from aiq_sync.landing import Landing
-from assets.api_source import (
-    ASSET_PARTITION_RANGE_END,
-    ASSET_PARTITION_RANGE_START,
-    daily_partitions,
-    pool_for,
-)
+from assets.api_source import daily_partitions, nightly_schedule, pool_for
 from assets.file_drop import frozen_result
 from connectors.sql import land_sql_days, open_extractors
 
@@ -36,24 +30,15 @@ def build_sql_source(
         description=f"Extract {source.name} by day window",
     )
 
-    @dg.schedule(
-        name=f"{name}_nightly",
-        job=job,
-        cron_schedule=config.schedule.cron,
-        execution_timezone=config.schedule.timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+    nightly = nightly_schedule(
+        config,
+        source,
+        job,
+        partitions,
+        landing,
+        list(source.entities),
         description=f"Every night: {source.name} from its last landed day to today, in one run",
     )
-    def nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        if source.freeze:
-            return dg.SkipReason(f"{source.name} is frozen (use last backup)")
-        keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
-        resume = resume_day(landing, source.name, list(source.entities), source.start_date)
-        start = max(min(resume.isoformat(), keys[-2] if len(keys) > 1 else keys[-1]), keys[0])
-        return dg.RunRequest(
-            run_key=f"{start}..{keys[-1]}",
-            tags={ASSET_PARTITION_RANGE_START: start, ASSET_PARTITION_RANGE_END: keys[-1]},
-        )
 
     return assets, [job], [nightly]
 

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
@@ -16,6 +17,9 @@ from aiq_sync import warehouse
 from aiq_sync.config import SQL_LINE_FIELDS, ConfigError, SqlSource, parse_config
 from aiq_sync.extract import Window, day_window
 from aiq_sync.landing import Landing
+from assets.api_source import ASSET_PARTITION_RANGE_END as RANGE_END
+from assets.api_source import ASSET_PARTITION_RANGE_START as RANGE_START
+from assets.factory import build_parts
 from assets.runner import run_sync
 from connectors.file_drop.reader import COLUMNS
 from connectors.sql import SqlLinesExtractor, SqlSourceError, check, land_sql_days
@@ -318,3 +322,33 @@ def test_run_loads_sql_lines_into_the_canonical_tables_idempotently(
 
     secret_free = "\n".join(out) + caplog.text
     assert str(db) not in secret_free  # the URL (here: the file path) is never logged
+
+
+def test_nightly_schedule_runs_from_the_watermark_to_today(sql_config: tuple) -> None:
+    """The nightly run back-fills from the last landed day (after an outage or a freeze) and
+    is one range run; a frozen source is skipped without a connection."""
+    config, _ = sql_config
+    (nightly,) = [s for s in build_parts(config).schedules if s.name == "pos_nightly"]
+    at = datetime(2026, 3, 10, 3, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
+
+    def evaluate() -> dg.RunRequest:
+        context = dg.build_schedule_context(scheduled_execution_time=at)
+        (request,) = nightly.evaluate_tick(context).run_requests or []
+        return request
+
+    first = evaluate()  # nothing landed yet: everything since start_date, up to today
+    assert (first.tags[RANGE_START], first.tags[RANGE_END]) == ("2026-03-01", "2026-03-10")
+    span = {"start": date(2026, 3, 1), "end": date(2026, 3, 6)}
+    assert run_sync(config, instance=dg.DagsterInstance.ephemeral(), out=lambda _: None, **span).ok
+    after_outage = evaluate()  # the last landed day (maybe partial) onwards
+    assert (after_outage.tags[RANGE_START], after_outage.tags[RANGE_END]) == (
+        "2026-03-06",
+        "2026-03-10",
+    )
+    assert after_outage.run_key == "2026-03-06..2026-03-10"
+
+    source = config.sources[0].model_copy(update={"freeze": True})
+    frozen = config.model_copy(update={"sources": [source]})
+    (frozen_nightly,) = [s for s in build_parts(frozen).schedules if s.name == "pos_nightly"]
+    tick = frozen_nightly.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=at))
+    assert not tick.run_requests and "frozen" in (tick.skip_message or "")
