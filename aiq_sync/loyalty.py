@@ -160,6 +160,7 @@ def purge_members(con: Connection, source: str, reason: str) -> int:
 class PointsReport:
     earned_new: int = 0
     earned_corrected: int = 0
+    earned_voided: int = 0  # earned, then the sale stopped being completed
     reversed_new: int = 0
     reversed_corrected: int = 0
     rows: int = 0
@@ -167,7 +168,13 @@ class PointsReport:
 
     @property
     def changed(self) -> int:
-        return self.earned_new + self.earned_corrected + self.reversed_new + self.reversed_corrected
+        return (
+            self.earned_new
+            + self.earned_corrected
+            + self.earned_voided
+            + self.reversed_new
+            + self.reversed_corrected
+        )
 
 
 def post_points(
@@ -184,7 +191,9 @@ def post_points(
     before tax; never negative), so $12.99 earns 12 points at 1 point per unit. A refund
     reverses floor(|its base| x the original's points_per_unit), and the refunds of one sale
     never reverse more than it earned. A row keeps the rate it was earned at; a later change
-    of a sale's amounts corrects its row in place.
+    of a sale's amounts corrects its row in place, and a sale that is no longer completed
+    (cancelled, declined, disputed, deleted) has its row set to 0 points, which also zeroes
+    what its refunds reverse.
     """
     report = PointsReport()
     with warehouse.transaction(con):
@@ -206,6 +215,17 @@ def post_points(
             FROM pts_earn e
             WHERE l.sale_key = e.sale_key AND l.kind = 'earn'
               AND (l.base_amount IS DISTINCT FROM e.base OR l.contact_id <> e.contact_id)
+            """
+        ).fetchone()[0]
+        # A sale cancelled, declined, disputed or deleted after it earned keeps its ledger row
+        # (history) at 0 points; completed again, the correction above restores it.
+        report.earned_voided = con.execute(
+            """
+            UPDATE loyalty.points_ledger l SET points = 0, base_amount = 0
+            FROM core.sales s
+            WHERE l.kind = 'earn' AND s.sale_key = l.sale_key
+              AND NOT s.is_refund AND s.status <> 'completed'
+              AND (l.points <> 0 OR l.base_amount <> 0)
             """
         ).fetchone()[0]
         _reversals(con)

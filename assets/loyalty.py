@@ -163,6 +163,7 @@ def _results(
             "rows": counts["loyalty.points_ledger"],
             "earn_rows_new": points.earned_new,
             "earn_rows_corrected": points.earned_corrected,
+            "earn_rows_voided": points.earned_voided,
             "reverse_rows_new": points.reversed_new,
             "reverse_rows_corrected": points.reversed_corrected,
             "points_balance": points.balance,

@@ -305,6 +305,33 @@ def test_late_lines_correct_the_sale_and_its_reversal(world: World) -> None:
     assert (report.points.earned_corrected, report.points.reversed_corrected) == (1, 1)
 
 
+def test_a_cancelled_sale_loses_its_points_and_gets_them_back_if_completed_again(
+    world: World,
+) -> None:
+    world.persona("a:1", phone=PHONE_A)
+    world.sale("t1", "a:1", local="2024-06-02 10:00", total="40.00")
+    world.sale("r1", "a:1", local="2024-06-03 10:00", total="10.00", refund_of="t1")
+    world.sale("t2", "a:1", local="2024-06-05 10:00", total="5.00")
+    world.apply(ENROLL)
+    assert [p for _, _, p in world.ledger()] == [40, -10, 5]
+
+    # the store cancels t1 after the fact (BigCommerce status 5): its points and the
+    # refund's reversal go to 0; the rows stay as history
+    world.con.execute("UPDATE core.sales SET status = 'cancelled' WHERE sale_key = 'a:t1'")
+    report = world.apply(ENROLL)
+    assert world.ledger() == [
+        ("a:t1", "earn", Decimal(0)),
+        ("a:r1", "reverse", Decimal(0)),
+        ("a:t2", "earn", Decimal(5)),
+    ]
+    assert (report.points.earned_voided, report.points.reversed_corrected) == (1, 1)
+    assert not world.apply(ENROLL).changed
+
+    world.con.execute("UPDATE core.sales SET status = 'completed' WHERE sale_key = 'a:t1'")
+    world.apply(ENROLL)
+    assert [p for _, _, p in world.ledger()] == [40, -10, 5]
+
+
 # ---------------------------------------------------------------------- sticky membership
 
 
