@@ -25,9 +25,17 @@ Connection = duckdb.DuckDBPyConnection
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> Connection:
-    if str(path) != ":memory:":
+    """Open the warehouse; while another process has the file open (DuckDB allows one
+    writer and then no other opener), wait for it instead of failing at once."""
+    from aiq_sync.writer_lock import retry_locked
+
+    if str(path) == ":memory:":
+        con = duckdb.connect(":memory:")
+    else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+        con = retry_locked(
+            lambda: duckdb.connect(str(path), read_only=read_only), f"warehouse {path}"
+        )
     prepare(con)
     return con
 

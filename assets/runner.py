@@ -18,6 +18,7 @@ import dagster as dg
 from aiq_sync.config import AppConfig, FileDropSource, SourceBase
 from aiq_sync.extract import resume_day
 from aiq_sync.landing import Landing
+from aiq_sync.writer_lock import WarehouseLockTimeout, writer_lock
 from assets.api_source import ASSET_PARTITION_RANGE_END, ASSET_PARTITION_RANGE_START
 from assets.factory import SyncParts, build_parts
 from connectors.file_drop import ENTITY, DropFile
@@ -84,7 +85,14 @@ def run_sync(
             )
         else:
             _land_api(config, parts, source, landing, instance, start, end, out, outcome)
-    _load(parts, instance, out, outcome)
+    # Landing never opens DuckDB; the load does: one writer process at a time, the others
+    # wait here (Dagster pools do not span two `aiq-sync run` processes).
+    try:
+        with writer_lock(config.warehouse_path, on_wait=out):
+            _load(parts, instance, out, outcome)
+    except WarehouseLockTimeout as exc:
+        outcome.failures.append(f"load: {exc}")
+        out(f"load: FAILED: {exc}")
     return outcome
 
 

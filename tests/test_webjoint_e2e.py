@@ -24,6 +24,7 @@ import pytest
 from aiq_sync import reports, warehouse
 from aiq_sync.config import AppConfig, parse_config
 from aiq_sync.extract import day_window, land_days, land_entity
+from aiq_sync.http import ApiError
 from aiq_sync.landing import Landing
 from aiq_sync.loader import load_source
 from aiq_sync.sandbox.webjoint import Chaos, Fault, WebjointSandbox
@@ -151,16 +152,32 @@ def test_landed_orders_are_exactly_the_newest_versions_inside_the_window(
             assert manifest.partition_key == max(days[0], local).isoformat()
 
 
-def test_paging_stops_when_a_page_repeats(tmp_path: Path, key: str) -> None:
+def test_a_page_repeated_once_is_asked_again_and_nothing_is_lost(tmp_path: Path, key: str) -> None:
     chaos = Chaos(repeat_page=Fault(first=1, paths=("orders",)))
     with sandbox(orders=3000, chaos=chaos, duplicate_share=0, stale_share=0) as sb:
         cfg = config(tmp_path, sb.base_url, facility_ids=[51])
-        _, stats = orders_landed(cfg, FAST, days_back(6))
+        days = days_back(6)
+        manifests, stats = orders_landed(cfg, FAST, days)
+        truth = sb.orders_in(51, day_window(days[0], LA, 1).start, day_window(days[-1], LA).end)
+        injected = sb.counters()["faults"]["repeat_page"]
+    assert injected == 1
+    assert stats["paging"]["repeated_page_stops"] == []
+    assert sum(m.rows for m in manifests) == len(truth) > 100  # more than the first page
+
+
+def test_a_page_that_keeps_repeating_fails_the_window_instead_of_landing_part_of_it(
+    tmp_path: Path, key: str
+) -> None:
+    chaos = Chaos(repeat_page=Fault(probability=1.0, paths=("orders",)))
+    with sandbox(orders=3000, chaos=chaos, duplicate_share=0, stale_share=0) as sb:
+        cfg = config(tmp_path, sb.base_url, facility_ids=[51])
+        with pytest.raises(ApiError) as failure:
+            orders_landed(cfg, FAST, days_back(6))
         requests = sb.counters()["by_endpoint"]["GET orders"]
-    (stop,) = stats["paging"]["repeated_page_stops"]
-    assert "orders of facility 51: page [100,199] repeats page [0,99]" in stop
-    assert requests == 2  # page [0,99], then the repeat: no third request, no loop
-    assert stats["paging"]["rows_listed"] == 3 + 100  # the facilities, then one page of orders
+    message = str(failure.value)
+    assert "orders of facility 51: page [100,199] repeats page [0,99] after 2 retries" in message
+    assert requests == 1 + 3  # page [0,99], then [100,199] three times: no loop
+    assert not Landing(cfg.landing_path).manifests("wj", "orders")  # nothing committed
 
 
 def test_throttling_and_server_errors_are_retried(tmp_path: Path, key: str) -> None:

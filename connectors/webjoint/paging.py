@@ -1,7 +1,9 @@
 """Range paging (`range=[start,end]` until an empty page) and concurrent listings.
 
-Stops: an empty page ends a listing normally. A page that repeats an earlier one (the server
-ignoring `range`, or a paging bug) ends it at once instead of looping forever; the stop is
+Stops: an empty page ends a listing normally. A page that repeats an earlier one is asked
+for again (a glitch passes); if it keeps repeating, the listing fails rather than land a
+window with rows missing, unless the page held more rows than asked for: then the server
+ignores `range` and has already sent everything, so the listing stops there. Either stop is
 logged and counted in the request stats so it shows in the asset metadata.
 """
 
@@ -25,6 +27,7 @@ T = TypeVar("T")
 
 # 20k pages of 100 = 2M rows for one facility in one pass: far above a year of a busy store.
 MAX_PAGES = 20_000
+REPEAT_RETRIES = 2  # asks again for a page that repeated an earlier one
 
 
 @dataclass
@@ -80,28 +83,30 @@ def pages(
     start = 0
     for number in range(MAX_PAGES):
         query = {**params, api.RANGE_PARAM: api.range_value(start, page_size)}
-        response = client.get_json(path, query)
-        rows = api.rows_of(response.json)
-        if rows is None:
-            raise ApiError(
-                f"GET {response.endpoint}: expected a JSON array of rows for {label}, got "
-                f"{type(response.json).__name__}",
-                kind="malformed",
-                method="GET",
-                endpoint=response.endpoint,
-                status=response.status,
-            )
-        stats.add(pages=1)
-        if not rows:
-            return
-        mark = _fingerprint(rows)
-        if mark in seen:
+        for attempt in range(REPEAT_RETRIES + 1):
+            rows, endpoint = _page(client, path, query, label, stats)
+            mark = _fingerprint(rows) if rows else None
+            if mark is None or mark not in seen:
+                break
             what = (
                 f"{label}: page {api.range_value(start, page_size)} repeats page "
-                f"{api.range_value(seen[mark] * page_size, page_size)}; stopped paging"
+                f"{api.range_value(seen[mark] * page_size, page_size)}"
             )
-            log.warning("webjoint %s", what)
+            if len(rows) > page_size:  # range ignored: that page was the whole listing
+                log.warning("webjoint %s; the server ignores range, stopped paging", what)
+                stats.stopped(what)
+                return
+            log.warning("webjoint %s (attempt %d); asking again", what, attempt + 1)
+        else:
             stats.stopped(what)
+            raise ApiError(
+                f"GET {endpoint}: {what} after {REPEAT_RETRIES} retries; nothing landed for "
+                "this window, so no rows go missing",
+                kind="malformed",
+                method="GET",
+                endpoint=endpoint,
+            )
+        if not rows:
             return
         seen[mark] = number
         stats.add(rows_listed=len(rows))
@@ -113,6 +118,24 @@ def pages(
         method="GET",
         endpoint=path,
     )
+
+
+def _page(
+    client: ApiClient, path: str, query: dict[str, Any], label: str, stats: PagingStats
+) -> tuple[list[dict[str, Any]], str]:
+    response = client.get_json(path, query)
+    rows = api.rows_of(response.json)
+    if rows is None:
+        raise ApiError(
+            f"GET {response.endpoint}: expected a JSON array of rows for {label}, got "
+            f"{type(response.json).__name__}",
+            kind="malformed",
+            method="GET",
+            endpoint=response.endpoint,
+            status=response.status,
+        )
+    stats.add(pages=1)
+    return rows, response.endpoint
 
 
 _DONE = object()
