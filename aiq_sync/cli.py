@@ -7,6 +7,8 @@
   aiq-sync sql "SELECT ..."           run a read-only query on the warehouse
   aiq-sync loyalty purge --source S --reason enroll_after
                                       remove members a rule enrolled (membership is sticky)
+  aiq-sync contact-sync --source S [--dry-run]
+                                      create the source's new shoppers as store customers
   aiq-sync sandbox bigcommerce ...    serve a fake API on loopback (see --help)
 
 The `run` command is the one place this package reaches into the Dagster layer (`assets`),
@@ -55,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     purge = loyalty_sub.add_parser("purge", help="remove members enrolled by a rule")
     purge.add_argument("--source", required=True)
     purge.add_argument("--reason", required=True, help="e.g. enroll_after")
+    contacts = sub.add_parser("contact-sync", help="BigCommerce contact sync (sync_contacts)")
+    contacts.add_argument("--source", required=True)
+    contacts.add_argument(
+        "--dry-run", action="store_true", help="list who would be created; create nothing"
+    )
     sandbox = sub.add_parser("sandbox", help="serve a local fake of a source's API", add_help=False)
     sandbox.add_argument("kind", choices=sorted(SANDBOXES))
     sandbox.add_argument("args", nargs=argparse.REMAINDER)
@@ -185,6 +192,48 @@ def cmd_loyalty(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_contact_sync(args: argparse.Namespace) -> int:
+    """The `<source>/contact_sync` asset's work (connectors.bigcommerce.contact_sync), now."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from aiq_sync.config import BigCommerceSource
+    from connectors.bigcommerce import contact_sync as cs
+    from connectors.bigcommerce.client import MissingToken, open_client
+
+    config = _load(args)
+    name = args.source
+    if name not in config.source_names:
+        print(f"--source {name}: no such source; configured: {', '.join(config.source_names)}")
+        return EXIT_CONFIG
+    source = config.source(name)
+    if not isinstance(source, BigCommerceSource):
+        print(f"--source {name}: contact sync needs a bigcommerce source, not {source.source_type}")
+        return EXIT_CONFIG
+    if not source.sync_contacts:
+        print(f"--source {name}: sync_contacts is false; set sync_contacts: true to enable it")
+        return EXIT_CONFIG
+    if source.freeze:
+        print(f"--source {name}: the source is frozen (use last backup): no request is made")
+        return EXIT_CONFIG
+    if not config.warehouse_path.exists():
+        print(f"no warehouse at {config.warehouse_path} yet: run `aiq-sync run` first")
+        return 1
+    tz = config.source_timezone(source)
+    today = datetime.now(ZoneInfo(tz)).date()
+    try:
+        client = open_client(source)
+    except MissingToken as exc:
+        print(exc)
+        return EXIT_CONFIG
+    with client, warehouse.open_warehouse(config.warehouse_path, read_only=args.dry_run) as con:
+        report = cs.sync_contacts(
+            con, client, source, today=today, timezone=tz, dry_run=args.dry_run
+        )
+    print(cs.render_report(report))
+    return 1 if report.error else 0
+
+
 # sandbox kind -> module with main(argv); imported only when asked for
 SANDBOXES = {
     "bigcommerce": "aiq_sync.sandbox.bigcommerce",
@@ -206,6 +255,7 @@ COMMANDS = {
     "sql": cmd_sql,
     "loyalty": cmd_loyalty,
     "sandbox": cmd_sandbox,
+    "contact-sync": cmd_contact_sync,
 }
 
 

@@ -284,6 +284,11 @@ class HeaderQuotaRateLimiter:
     assumed again. A 429 forces the estimate to zero so all threads pause, not just the one that
     was throttled. The result: a sync uses (quota - reserve) requests per window and no 429s,
     unless other apps sharing the store's quota spend it first.
+
+    An answer is placed in its window by its reset time. One that belongs to a window already
+    over (sent before the reset, answered after it: common with pages that take a second to
+    build) is ignored: its low ``left`` is the old window's and would otherwise cap the new one
+    (measured: a 100k-order back-fill spent 38 of 150 requests in a window, then idled 13 s).
     """
 
     def __init__(
@@ -301,7 +306,9 @@ class HeaderQuotaRateLimiter:
         self._window_s: float | None = None
         self._left: int | None = None  # None: unknown, let requests through
         self._reset_at: float | None = None
+        self._prev_reset_at: float | None = None  # end of the window we last rolled past
         self._seq = 0
+        self._rollover_seq = 0  # requests numbered above it were sent after the last rollover
         self._in_flight: set[int] = set()
         # acquire() and release() run on the same thread; the ticket links them.
         self._ticket = threading.local()
@@ -318,7 +325,8 @@ class HeaderQuotaRateLimiter:
                 if self._reset_at is not None and now >= self._reset_at:
                     # Window rolled over: assume the full quota until an answer says otherwise.
                     self._left = self._quota
-                    self._reset_at = None
+                    self._prev_reset_at, self._reset_at = self._reset_at, None
+                    self._rollover_seq = self._seq
                 if self._left is None or self._left > self.reserve:
                     if self._left is not None:
                         self._left -= 1
@@ -348,16 +356,31 @@ class HeaderQuotaRateLimiter:
             now = self._clock()
             self._quota = info.quota
             self._window_s = info.window_ms / 1000.0
+            half = 0.5 * self._window_s
             reset_at = now + info.reset_ms / 1000.0
+            if self._reset_at is not None:
+                current_end: float | None = self._reset_at
+            elif self._prev_reset_at is not None:
+                current_end = self._prev_reset_at + self._window_s
+            else:
+                current_end = None
+            if current_end is not None and reset_at < current_end - half:
+                self._cond.notify_all()  # an answer from a window that is over: stale
+                return
             left = info.left - sum(1 for seq in self._in_flight if seq > mine)
             if response is not None and response.status_code == 429:
                 left = 0
-            new_window = self._reset_at is None or reset_at > self._reset_at + 0.5 * self._window_s
+            new_window = self._reset_at is None or reset_at > self._reset_at + half
             if new_window:
                 self._reset_at = reset_at
                 self._left = left
             else:
                 self._left = left if self._left is None else min(self._left, left)
+                if mine > self._rollover_seq:
+                    # Sent after the rollover, so surely counted in this window: arrival + time
+                    # left overestimates its end by the answer's latency, never underestimates;
+                    # the fastest answer gives the tightest safe reset.
+                    self._reset_at = min(self._reset_at, reset_at)
             self._cond.notify_all()
 
 

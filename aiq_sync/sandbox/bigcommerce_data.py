@@ -284,6 +284,11 @@ def _person(seed: int, kind: str, idx: int) -> Person:
     )
 
 
+@lru_cache(maxsize=1 << 16)  # ~64 MB at most: orders re-use their shoppers, ~1/6 of page time
+def _customer_person(seed: int, cid: int) -> Person:
+    return _person(seed, "customer", cid)
+
+
 def _ip(r: random.Random) -> str:
     return f"{r.randint(11, 223)}.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
 
@@ -405,7 +410,7 @@ class StoreData:
     # -- people --------------------------------------------------------------------------
 
     def customer_person(self, cid: int) -> Person:
-        return _person(self.seed, "customer", cid)
+        return _customer_person(self.seed, cid)
 
     def customer_email(self, cid: int) -> str:
         if cid in self.created_customers:

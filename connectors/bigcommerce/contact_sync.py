@@ -347,6 +347,33 @@ def record_results(con: Connection, report: ContactSyncReport) -> None:
         )
 
 
+def render_report(report: ContactSyncReport) -> str:
+    """What `aiq-sync contact-sync` prints: counts, and for a dry run a table of the shoppers
+    that would be created (e-mail, phone, name, source: the data the POST would send)."""
+    if report.dry_run:
+        rows = [
+            (c.email or "", c.phone or "", f"{c.first_name} {c.last_name}", c.source)
+            for c in report.would_create
+        ]
+        lines = [f"{report.source}: dry run, {len(rows)} customer(s) would be created"]
+        if rows:
+            head = ("email", "phone", "name", "source")
+            widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+            for row in [head, tuple("-" * w for w in widths), *rows]:
+                lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    else:
+        lines = [f"{report.source}: {len(report.created)} customer(s) created"]
+    lines.append(
+        f"{len(report.matched)} matched an existing customer, {len(report.skipped)} skipped, "
+        f"{len(report.rejected)} rejected, {report.requests} request(s)"
+    )
+    lines += [f"skipped {key}: {why}" for key, why in report.skipped]
+    lines += [f"rejected {key}: {mask_emails(why)}" for key, why, _ in report.rejected]
+    if report.error:
+        lines.append(f"stopped: {mask_emails(report.error)}")
+    return "\n".join(lines)
+
+
 def sync_contacts(
     con: Connection,
     client: ApiClient,
