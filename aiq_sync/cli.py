@@ -136,7 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_sync(
         config, sources=args.source, start=args.start, end=args.end, force=args.force
     )
-    with warehouse.open_warehouse(config.warehouse_path, read_only=True) as con:
+    with warehouse.open_warehouse(
+        config.warehouse_path, read_only=True, settings=config.duckdb_settings
+    ) as con:
         print(reports.render_summary(con, str(config.warehouse_path)))
     for label in outcome.warned_checks:
         print(f"check WARN  {label}")
@@ -153,7 +155,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if not Path(path).exists():
         print(f"no warehouse at {path} yet: run `aiq-sync run` first")
         return 1
-    with warehouse.open_warehouse(path, read_only=True) as con:
+    with warehouse.open_warehouse(path, read_only=True, settings=config.duckdb_settings) as con:
         print(reports.render_summary(con, str(path)))
     return 0
 
@@ -163,7 +165,9 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if not config.warehouse_path.exists():
         print(f"no warehouse at {config.warehouse_path} yet: run `aiq-sync run` first")
         return 1
-    with warehouse.open_warehouse(config.warehouse_path, read_only=True) as con:
+    with warehouse.open_warehouse(
+        config.warehouse_path, read_only=True, settings=config.duckdb_settings
+    ) as con:
         con.sql(args.query).show(max_width=200, max_rows=50)
     return 0
 
@@ -180,7 +184,7 @@ def cmd_loyalty(args: argparse.Namespace) -> int:
     if not config.warehouse_path.exists():
         print(f"no warehouse at {config.warehouse_path} yet: nothing to purge")
         return 1
-    with warehouse.open_warehouse(config.warehouse_path) as con:
+    with warehouse.open_warehouse(config.warehouse_path, settings=config.duckdb_settings) as con:
         removed = purge_members(con, args.source, args.reason)
     print(f"removed {removed} member(s) of {args.source} enrolled for {args.reason}")
     rule = getattr(config.source(args.source), args.reason, None)
@@ -226,7 +230,12 @@ def cmd_contact_sync(args: argparse.Namespace) -> int:
     except MissingToken as exc:
         print(exc)
         return EXIT_CONFIG
-    with client, warehouse.open_warehouse(config.warehouse_path, read_only=args.dry_run) as con:
+    with (
+        client,
+        warehouse.open_warehouse(
+            config.warehouse_path, read_only=args.dry_run, settings=config.duckdb_settings
+        ) as con,
+    ):
         report = cs.sync_contacts(
             con, client, source, today=today, timezone=tz, dry_run=args.dry_run
         )

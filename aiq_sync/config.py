@@ -379,8 +379,31 @@ class LoyaltySettings(_Strict):
     opt_out_file: str | None = None
 
 
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+
+
+class DuckDBSettings(_Strict):
+    """Resources of every warehouse connection (docs/warehouse.md#memory). DuckDB's own
+    default memory limit is 80 % of RAM, which a nightly worker sharing a host must not take;
+    above the limit, DuckDB spills to `temp_directory` instead of growing."""
+
+    memory_limit: str = "128MB"
+    # None: DuckDB's default, one thread per core.
+    threads: int | None = Field(default=None, ge=1, le=256)
+    # None: DuckDB's default, `<warehouse>.tmp` next to the database file.
+    temp_directory: str | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _MEMORY.match(value.strip()):
+            raise ValueError(f"{value!r} is not a size like 256MB or 1GB")
+        return value.strip()
+
+
 class AppConfig(_Strict):
     warehouse: str = "data/aiq.duckdb"
+    duckdb: DuckDBSettings = DuckDBSettings()
     landing: str = "data/landing"
     schedule: Schedule = Schedule()
     stores: list[Store] = Field(default_factory=list)
@@ -454,6 +477,14 @@ class AppConfig(_Strict):
     @property
     def landing_path(self) -> Path:
         return self.resolve(self.landing)
+
+    @property
+    def duckdb_settings(self) -> DuckDBSettings:
+        """`duckdb` with a relative temp_directory resolved against the config's folder."""
+        if self.duckdb.temp_directory is None:
+            return self.duckdb
+        resolved = str(self.resolve(self.duckdb.temp_directory))
+        return self.duckdb.model_copy(update={"temp_directory": resolved})
 
     def store_map(self) -> dict[tuple[str, str], str]:
         """(source, location key) -> store id."""

@@ -288,16 +288,19 @@ def _write_contacts(con: Connection, report: IdentityReport) -> None:
     step recomputes it).
     """
     cols = ", ".join(CONTACT_COLUMNS)
-    latest = "ORDER BY p.updated_at DESC NULLS LAST, p.persona_key DESC"
+    # The most recently updated persona first (no date: last), then the greatest key. As
+    # arg_max keys rather than first(... ORDER BY ...): ordered aggregates buffer every
+    # group's rows and cannot spill, so they ran out of a 64 MB memory limit at 125k personas.
+    latest = "(coalesce(p.updated_at, '-infinity'::TIMESTAMPTZ), p.persona_key)"
     named = "FILTER (WHERE p.first_name IS NOT NULL OR p.last_name IS NOT NULL)"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE id_next_contacts AS
         SELECT a.contact_id,
-               first(p.phone {latest}) FILTER (WHERE p.phone IS NOT NULL) AS phone,
-               first(lower(p.email) {latest}) FILTER (WHERE p.email IS NOT NULL) AS email,
-               first(p.first_name {latest}) {named} AS first_name,
-               first(p.last_name {latest}) {named} AS last_name,
+               arg_max(p.phone, {latest}) FILTER (WHERE p.phone IS NOT NULL) AS phone,
+               arg_max(lower(p.email), {latest}) FILTER (WHERE p.email IS NOT NULL) AS email,
+               arg_max(p.first_name, {latest}) {named} AS first_name,
+               arg_max(p.last_name, {latest}) {named} AS last_name,
                max(p.birth_date) AS birth_date,
                any_value(old.favorite_store_id) AS favorite_store_id,
                list_sort(list(DISTINCT p.source)) AS sources,

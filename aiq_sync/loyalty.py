@@ -479,7 +479,10 @@ def queue_opt_ins(
             f"""
             CREATE OR REPLACE TEMP TABLE sms_candidates AS
             WITH first_sale AS (
-                SELECT contact_id, first(source ORDER BY sold_at, source) AS source,
+                -- arg_min, not first(... ORDER BY): ordered aggregates cannot spill.
+                SELECT contact_id,
+                       arg_min(source, (coalesce(sold_at, 'infinity'::TIMESTAMPTZ), source))
+                           AS source,
                        min(sold_at) AS qualifying_sale_at
                 FROM ({_qualifying_sql("sms_after", minimum_age)})
                 GROUP BY contact_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from aiq_sync.config import DuckDBSettings
 from aiq_sync.migrations import MIGRATIONS
 
 log = logging.getLogger("aiq_sync.warehouse")
@@ -40,15 +41,27 @@ def connect(path: str | Path, *, read_only: bool = False) -> Connection:
     return con
 
 
-def prepare(con: Connection) -> None:
-    """Session settings every warehouse connection needs."""
+def prepare(con: Connection, settings: DuckDBSettings | None = None) -> None:
+    """Session settings every warehouse connection needs, and its resource limits (the
+    config's `duckdb` section; its defaults when not given): without a memory limit DuckDB
+    keeps up to 80 % of RAM as cache, and a load spills to disk above the limit instead."""
+    settings = settings or DuckDBSettings()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{settings.memory_limit}'")  # validated: a size
+    if settings.threads:
+        con.execute(f"SET threads = {int(settings.threads)}")
+    if settings.temp_directory:
+        con.execute("SET temp_directory = ?", [settings.temp_directory])
 
 
 @contextmanager
-def open_warehouse(path: str | Path, *, read_only: bool = False) -> Iterator[Connection]:
+def open_warehouse(
+    path: str | Path, *, read_only: bool = False, settings: DuckDBSettings | None = None
+) -> Iterator[Connection]:
     con = connect(path, read_only=read_only)
     try:
+        if settings is not None:  # the config's `duckdb` section instead of its defaults
+            prepare(con, settings)
         if not read_only:
             migrate(con)
         yield con
@@ -69,7 +82,7 @@ def transaction(con: Connection) -> Iterator[Connection]:
 
 def migrate(con: Connection) -> list[int]:
     """Apply pending migrations, each in its own transaction. Returns the versions applied."""
-    prepare(con)
+    con.execute("SET TimeZone = 'UTC'")  # not prepare(): keep the caller's memory settings
     con.execute(
         "CREATE TABLE IF NOT EXISTS main.schema_migrations "
         "(version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
@@ -233,7 +246,10 @@ def merge(
         con.execute(f"DROP TABLE {stage}_final")
         con.execute(f"DROP TABLE {stage}")
     finally:
-        con.unregister(arrow_name)
+        # After a failed statement the transaction is aborted and refuses even this: let the
+        # statement's own error (e.g. out of memory) be the one raised.
+        with suppress(duckdb.Error):
+            con.unregister(arrow_name)
     return MergeResult(table, staged, inserted, updated)
 
 

@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster import AssetExecutionContext
-from dagster_duckdb import DuckDBResource
 
 from aiq_sync import warehouse
 from aiq_sync.config import AppConfig, BigCommerceSource
 from assets.api_source import pool_for
+from assets.resources import WarehouseResource
 from connectors.bigcommerce import contact_sync as cs
 from connectors.bigcommerce.client import open_client
 
@@ -44,14 +44,13 @@ def build_contact_sync(config: AppConfig, source: BigCommerceSource) -> dg.Asset
         tags={"source": source.name, "source_type": source.source_type},
     )
     def contact_sync(
-        context: AssetExecutionContext, duckdb: DuckDBResource
+        context: AssetExecutionContext, duckdb: WarehouseResource
     ) -> dg.MaterializeResult:
         if source.freeze:
             context.log.info(f"{source.name} is frozen: contact sync skipped, no request made")
             return _skipped("frozen (use last backup): no request made")
         today = datetime.now(ZoneInfo(tz)).date()
         with duckdb.get_connection() as con:
-            warehouse.prepare(con)
             warehouse.migrate(con)
             if not source.sync_contacts:
                 cs.forget_enabled(con, source.name)
@@ -66,7 +65,6 @@ def build_contact_sync(config: AppConfig, source: BigCommerceSource) -> dg.Asset
             report = cs.push_contacts(client, plan)
             stats = client.stats.as_dict()
         with duckdb.get_connection() as con:
-            warehouse.prepare(con)
             cs.record_results(con, report)
         metadata = {**report.as_metadata(), "enabled_on": enabled.isoformat(), "http": stats}
         for key, why, _ in report.rejected:

@@ -2,11 +2,9 @@
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 
 import dagster as dg
 from dagster import AssetExecutionContext
-from dagster_duckdb import DuckDBResource
 
 from aiq_sync import reports, warehouse
 from aiq_sync.canonical import NATURAL_KEYS, NormaliseContext
@@ -14,7 +12,7 @@ from aiq_sync.config import AppConfig
 from aiq_sync.landing import Landing
 from aiq_sync.loader import load_source
 from assets.metadata import markdown_table
-from assets.resources import DUCKDB_WRITER_POOL
+from assets.resources import DUCKDB_WRITER_POOL, WarehouseResource
 from connectors.registry import has_connector, normalisers_for
 
 log = logging.getLogger("aiq_sync.assets")
@@ -96,11 +94,10 @@ def build_core(config: AppConfig, landing_keys: Sequence[dg.AssetKey]) -> dg.Ass
         pool=DUCKDB_WRITER_POOL,
         description="Load every source's new or re-landed partitions into the canonical tables.",
     )
-    def core_tables(context: AssetExecutionContext, duckdb: DuckDBResource) -> Iterator:
+    def core_tables(context: AssetExecutionContext, duckdb: WarehouseResource) -> Iterator:
         landing = Landing(config.landing_path)
         load_reports = {}
-        with duckdb.get_connection() as con, closing(con):  # closed even when a step fails
-            warehouse.prepare(con)
+        with duckdb.get_connection() as con:  # closed even when a step fails
             for version in warehouse.migrate(con):
                 context.log.info(f"warehouse migrated to version {version}")
             with warehouse.transaction(con):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from aiq_sync.config import AppConfig, BigCommerceSource, FileDropSource, SqlSource
 from assets.api_source import build_api_source, daily_partitions
@@ -13,7 +12,7 @@ from assets.bigcommerce import build_contact_sync
 from assets.core import CORE_KEYS, build_core
 from assets.file_drop import build_file_drop, partitions_for
 from assets.loyalty import LOYALTY_KEYS, build_loyalty
-from assets.resources import duckdb_resource
+from assets.resources import WarehouseResource, duckdb_resource
 from assets.sql_source import build_sql_source
 from connectors.registry import API_CONNECTORS
 
@@ -32,7 +31,7 @@ class SyncParts:
     jobs: list[dg.UnresolvedAssetJobDefinition] = field(default_factory=list)
     sensors: list[dg.SensorDefinition] = field(default_factory=list)
     schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
-    resources: dict[str, DuckDBResource] = field(default_factory=dict)
+    resources: dict[str, WarehouseResource] = field(default_factory=dict)
 
 
 def build_parts(config: AppConfig) -> SyncParts:

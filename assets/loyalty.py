@@ -10,13 +10,12 @@ from typing import NamedTuple
 
 import dagster as dg
 from dagster import AssetExecutionContext
-from dagster_duckdb import DuckDBResource
 
 from aiq_sync import rules, warehouse
 from aiq_sync.config import AppConfig
 from aiq_sync.rules import RulesReport, apply_rules
 from assets.metadata import markdown_table
-from assets.resources import DUCKDB_WRITER_POOL
+from assets.resources import DUCKDB_WRITER_POOL, WarehouseResource
 
 LOYALTY_KEYS = {
     "core.contacts": dg.AssetKey(["core", "contacts"]),
@@ -99,9 +98,8 @@ def build_loyalty(config: AppConfig, upstream: Sequence[dg.AssetKey]) -> dg.Asse
         description="Resolve contacts, favourite stores, loyalty members, points and SMS "
         "opt-in requests from the canonical tables and the per-source rule dates.",
     )
-    def loyalty_rules(context: AssetExecutionContext, duckdb: DuckDBResource) -> Iterator:
+    def loyalty_rules(context: AssetExecutionContext, duckdb: WarehouseResource) -> Iterator:
         with duckdb.get_connection() as con:
-            warehouse.prepare(con)
             for version in warehouse.migrate(con):
                 context.log.info(f"warehouse migrated to version {version}")
             report = apply_rules(con, config)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster_duckdb import DuckDBResource
 
 from aiq_sync import warehouse
 from aiq_sync.config import AppConfig, load_config
@@ -21,7 +20,7 @@ from aiq_sync.rules import apply_rules
 from assets.core import CORE_KEYS, normalise_context
 from assets.factory import build_parts
 from assets.loyalty import CHECKS, LOYALTY_KEYS, build_loyalty
-from assets.resources import DUCKDB_WRITER_POOL
+from assets.resources import DUCKDB_WRITER_POOL, duckdb_resource
 from connectors.file_drop import FileDropNormaliser, discover, land_drop_file
 from examples.generate_drops import DropReport, DropSpec, generate
 
@@ -247,7 +246,7 @@ def _materialize(config: AppConfig) -> dg.ExecuteInProcessResult:
     asset = build_loyalty(config, list(CORE_KEYS.values()))
     return dg.materialize(
         [asset],
-        resources={"duckdb": DuckDBResource(database=str(config.warehouse_path))},
+        resources={"duckdb": duckdb_resource(config)},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )

@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m aiq_sync.bench.<module>`)."""
