@@ -150,6 +150,24 @@ def clean_text(raw: str | None) -> str | None:
 
 
 _MONEY = re.compile(r"^[+-]?(\d+|\d{1,3}(,\d{3})+)?(\.\d+)?$")
+# Money and quantities are DECIMAL(18,4) in the warehouse (14 digits before the point). An
+# amount of a trillion or more is a broken export, not a price; refusing it here quarantines
+# the row (naming the field) and leaves headroom for sale totals summed from lines, instead
+# of failing the whole load on DuckDB's cast.
+MAX_ABS_AMOUNT = Decimal(10) ** 12
+OUT_OF_RANGE = "out of range"
+
+
+def check_amount(value: Decimal, raw: object = None) -> Decimal:
+    """`value` if it is a finite amount below MAX_ABS_AMOUNT; else ValueError."""
+    if not value.is_finite():
+        raise ValueError(f"not a number: {raw if raw is not None else value!r}")
+    if abs(value) >= MAX_ABS_AMOUNT:
+        raise ValueError(
+            f"{OUT_OF_RANGE}: {raw if raw is not None else value!r} (at most 12 digits before "
+            "the decimal point)"
+        )
+    return value
 
 
 @lru_cache(maxsize=200_000)
@@ -165,9 +183,10 @@ def parse_decimal(raw: str | None) -> Decimal | None:
     if not _MONEY.match(text) or text in {"+", "-", "."}:
         raise ValueError(f"not a number: {raw!r}")
     try:
-        return Decimal(text.replace(",", ""))
+        value = Decimal(text.replace(",", ""))
     except InvalidOperation as exc:
         raise ValueError(f"not a number: {raw!r}") from exc
+    return check_amount(value, raw)
 
 
 _DATE_FORMATS = ("%Y/%m/%d", "%Y-%m-%d", "%m/%d/%Y")

@@ -113,6 +113,14 @@ def test_an_unknown_status_is_quarantined_naming_the_order_and_field() -> None:
     assert reason == "order 100: status_id: 15 is not a BigCommerce order status (0-14)"
 
 
+def test_an_absurd_amount_is_quarantined_naming_the_order_and_field() -> None:
+    batch = normalise_orders(order(total_inc_tax="100000000000000000.0000"), guest())
+    assert list(sales(batch)) == ["bc:101", "bc:101:refund"]  # the good order still loads
+    (reason,) = batch.quarantine["reason"].to_pylist()
+    assert reason.startswith("order 100: total_inc_tax: ")
+    assert "out of range" in reason
+
+
 # ------------------------------------------------------------------------------- refunds
 
 

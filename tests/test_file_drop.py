@@ -349,3 +349,27 @@ def test_the_quarantined_raw_record_is_valid_json_without_blanks(config: AppConf
     assert record_id == "?/I1"
     parsed = json.loads(raw)
     assert parsed["customer_id"] == "C1" and "email" not in parsed
+
+
+def test_absurd_amounts_are_quarantined_and_the_rest_loads(config: AppConfig) -> None:
+    # DECIMAL(18,4) cannot hold the second: before, DuckDB's cast failed the whole load.
+    write_drop(
+        drops(config) / "a.csv",
+        [
+            line(),
+            line(TransactionID="T2", AllocatedPrice="123456789012345678.99"),
+            line(TransactionID="T3", AllocatedTax="-1,000,000,000,000"),
+            line(TransactionID="T4", AllocatedPrice="NaN"),
+            line(TransactionID="T5", AllocatedPrice="999999999999.99"),  # just in range
+        ],
+    )
+    report = sync(config)
+    assert report.quarantined == 3
+    assert query(config, "SELECT src_sale_id FROM core.sales ORDER BY 1") == [("T1",), ("T5",)]
+    assert query(config, "SELECT record_id, reason FROM ops.quarantine ORDER BY 1") == [
+        ("T2/I1", "AllocatedPrice '123456789012345678.99' is out of range "
+                  "(at most 12 digits before the decimal point)"),
+        ("T3/I1", "AllocatedTax '-1,000,000,000,000' is out of range "
+                  "(at most 12 digits before the decimal point)"),
+        ("T4/I1", "AllocatedPrice 'NaN' is not a number"),
+    ]  # fmt: skip

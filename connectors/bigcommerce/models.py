@@ -17,7 +17,17 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+)
+
+from aiq_sync.normalise import check_amount
 
 # ------------------------------------------------------------------------------ field types
 
@@ -62,12 +72,13 @@ def _money(value: Any) -> Decimal | None:
         raise ValueError(f"{value!r} is not an amount")
     if not amount.is_finite():
         raise ValueError(f"{value!r} is not an amount")
-    return amount
+    return check_amount(amount, value)
 
 
 Rfc2822 = Annotated[datetime, BeforeValidator(parse_rfc2822)]
 OptionalRfc2822 = Annotated[datetime | None, BeforeValidator(_rfc2822_or_none)]
 Money = Annotated[Decimal | None, BeforeValidator(_money)]
+Quantity = Annotated[Decimal, AfterValidator(check_amount)]
 
 
 def loads(text: str) -> Any:
@@ -109,14 +120,14 @@ class OrderProduct(_Model):
     sku: str | None = None
     type: str | None = None
     brand: str | None = None
-    quantity: Decimal
+    quantity: Quantity
     price_ex_tax: Money = None
     total_ex_tax: Money = None
     total_inc_tax: Money = None
     total_tax: Money = None
     applied_discounts: list[AppliedDiscount] = Field(default_factory=list)
     is_refunded: bool | None = None
-    quantity_refunded: Decimal | None = None
+    quantity_refunded: Quantity | None = None
     refund_amount: Money = None
 
 

@@ -29,6 +29,7 @@ from aiq_sync.canonical import (
 )
 from aiq_sync.landing import Manifest
 from aiq_sync.normalise import (
+    OUT_OF_RANGE,
     clean_text,
     email_normal,
     map_unique,
@@ -56,6 +57,16 @@ def _try(func):
             return _BAD
 
     return wrapped
+
+
+def _why_bad(raw: object) -> str:
+    """The end of a quarantine reason for an amount parse_decimal refused (bad rows only)."""
+    try:
+        parse_decimal(raw)  # type: ignore[arg-type]
+    except ValueError as exc:
+        if str(exc).startswith(OUT_OF_RANGE):
+            return " is out of range (at most 12 digits before the decimal point)"
+    return " is not a number"
 
 
 class _Bad:
@@ -140,7 +151,9 @@ class FileDropNormaliser:
         ):
             values = map_unique(df[column], _try(parse_decimal))
             bad = values.map(lambda v: v is _BAD).astype(bool)
-            reject(bad, label + " " + df[column].fillna("").map(repr) + " is not a number")
+            if bad.any():
+                raw = df[column][bad]
+                reject(bad, label + " " + raw.fillna("").map(repr) + raw.map(_why_bad))
             numbers[column] = values.where(~bad, None)
 
         birth = map_unique(df["birth_date"], _try(parse_date))

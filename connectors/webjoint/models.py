@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from aiq_sync.normalise import parse_decimal
+from aiq_sync.normalise import check_amount, parse_decimal
 from connectors.webjoint import api
 
 # ------------------------------------------------------------------------------ scalar parsers
@@ -73,9 +73,10 @@ def parse_money(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         raise ValueError(f"not an amount: {value!r}")
     if isinstance(value, int | float):
-        return Decimal(str(value))  # str(): 49.6 stays 49.6, not its binary expansion
+        # str(): 49.6 stays 49.6, not its binary expansion
+        return check_amount(Decimal(str(value)), value)
     if isinstance(value, Decimal):
-        return value
+        return check_amount(value)
     if isinstance(value, str):
         parsed = parse_decimal(value)  # raises ValueError on anything else
         return parsed
