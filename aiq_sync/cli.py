@@ -10,6 +10,7 @@
   aiq-sync contact-sync --source S [--dry-run]
                                       create the source's new shoppers as store customers
   aiq-sync sandbox bigcommerce ...    serve a fake API on loopback (see --help)
+  aiq-sync bench [--scale 1.0]        full and nightly sync vs the fetch floor and dlt
 
 The `run` command is the one place this package reaches into the Dagster layer (`assets`),
 imported lazily so the core stays importable without it.
@@ -65,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="serve a local fake of a source's API", add_help=False)
     sandbox.add_argument("kind", choices=sorted(SANDBOXES))
     sandbox.add_argument("args", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="benchmark the sync on loopback sandboxes (no config)")
+    from aiq_sync.bench.harness import add_arguments as bench_arguments
+
+    bench_arguments(bench)
     return parser
 
 
@@ -272,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sandbox":  # needs no config
         return cmd_sandbox(args)
+    if args.command == "bench":  # needs no config: it writes its own
+        from aiq_sync.bench.harness import run_from_args
+
+        return run_from_args(args)
     try:
         return COMMANDS[args.command](args)
     except duckdb.Error as exc:  # a lock held by another process, a bad query, ...

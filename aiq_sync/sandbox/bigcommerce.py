@@ -42,7 +42,7 @@ from pydantic import Field
 from aiq_sync.sandbox.bigcommerce_data import StoreData
 from aiq_sync.sandbox.common import Chaos as _ChaosBase
 from aiq_sync.sandbox.common import ChaosState as _ChaosState
-from aiq_sync.sandbox.common import Fault, SandboxHandler, SandboxServer
+from aiq_sync.sandbox.common import Fault, SandboxHandler, SandboxServer, handle_admin
 
 __all__ = ["BigCommerceSandbox", "Chaos", "Fault", "main"]
 
@@ -252,6 +252,7 @@ class BigCommerceSandbox:
         products: int = 60,
         locations: int = 3,
         items_per_order: float = 3.0,
+        history_days: int = 730,
         seed: int = 42,
         token: str = "sandbox-token",
         scopes: Sequence[str] | frozenset[str] = ALL_SCOPES,
@@ -285,6 +286,7 @@ class BigCommerceSandbox:
             products=products,
             locations=locations,
             items_per_order=items_per_order,
+            history_days=history_days,
             seed=seed,
             now_ts=self._now_ts,
             timezone=timezone,
@@ -295,6 +297,8 @@ class BigCommerceSandbox:
         self._stats_lock = threading.Lock()
         self._stats: dict[str, Any] = {}
         self.reset_counters()
+        self._edited_customers: set[int] = set()  # first name changed by modify_share()
+        self._modify_rounds = 0
         self._cache: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -377,10 +381,56 @@ class BigCommerceSandbox:
                 bucket = self._stats[key]
                 bucket[sub] = bucket.get(sub, 0) + n
 
+    # -- benchmark control (also served under /_admin/) ----------------------------------
+
+    def advance_clock(self, seconds: int) -> int:
+        """Move the sandbox's clock (e.g. a day: "the next night"); returns the new now."""
+        self._now_ts += seconds
+        return self.now_ts()
+
+    def modify_share(self, share: float) -> dict[str, int]:
+        """A night of edits: ``share`` of orders change status (refunded, or completed if they
+        were refunded) and ``share`` of customers change first name, all modified "now".
+        Deterministic from the seed and how many rounds came before."""
+        d = self.data
+        self._modify_rounds += 1
+        rng = np.random.default_rng([d.seed, 7_000 + self._modify_rounds])
+        ts = self.now_ts()
+        n_o = min(d.n_orders, round(d.n_orders * share))
+        n_c = min(d.n_customers, round(d.n_customers * share))
+        oids = rng.choice(d.n_orders, n_o, replace=False) + 1 if n_o else np.zeros(0, np.int64)
+        cids = rng.choice(d.n_customers, n_c, replace=False) + 1 if n_c else np.zeros(0, np.int64)
+        with d.lock:
+            status = d.o_status[oids - 1]
+            d.o_status[oids - 1] = np.where(status == 4, 10, 4)
+            d.o_modified[oids - 1] = ts
+            d.c_modified[cids - 1] = ts
+            self._edited_customers.update(int(c) for c in cids)
+            d.mutate()
+        return {"orders": n_o, "customers": n_c, "now": ts}
+
+    def holdings(self) -> dict[str, int]:
+        """What a full sync must end up with: orders, their line items, customers."""
+        d = self.data
+        with d.lock:
+            return {
+                "orders": d.n_orders,
+                "items": int(d.o_nitems.sum()),
+                "customers": d.n_customers,
+            }
+
+    def _customer(self, cid: int, with_addresses: bool) -> dict[str, Any]:
+        record = self.data.customer_record(cid, include_addresses=with_addresses)
+        if cid in self._edited_customers:
+            record["first_name"] = f"{record['first_name']} Jr"
+        return record
+
     # -- dispatch ------------------------------------------------------------------------
 
     def handle(self, handler: _Handler) -> None:
         """Serve one request on ``handler`` (called from the server's connection thread)."""
+        if handle_admin(self, handler):
+            return
         split = urlsplit(handler.path)
         prefix = f"/stores/{self.store_hash}/"
         self._count("requests_total")
@@ -848,7 +898,7 @@ class BigCommerceSandbox:
             if page == 1:
                 # First page carries both kinds of pagination (spec: _metaCollection...).
                 meta["cursor_pagination"] = self._cursor_meta(query, ids, sort_key, chunk, 0)
-        data = [self.data.customer_record(int(c), include_addresses=with_addresses) for c in chunk]
+        data = [self._customer(int(c), with_addresses) for c in chunk]
         if not (after or before):
             self._bump_during_paging(ids, start, end, len(chunk) or 1, "customers")
         return _Reply(200, {"data": data, "meta": meta})
@@ -1068,6 +1118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=200)
     parser.add_argument("--locations", type=int, default=3)
     parser.add_argument("--items-per-order", type=float, default=3.0)
+    parser.add_argument("--history-days", type=int, default=730, help="days of order history")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--token", default="sandbox-token")
     parser.add_argument(
@@ -1092,6 +1143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         products=args.products,
         locations=args.locations,
         items_per_order=args.items_per_order,
+        history_days=args.history_days,
         seed=args.seed,
         token=args.token,
         scopes=frozenset(s.strip() for s in args.scopes.split(",") if s.strip()),

@@ -8,6 +8,7 @@ thread with a ``SandboxHandler`` that can write a response or reset the connecti
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import random
@@ -17,6 +18,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Protocol, Self
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -157,6 +159,54 @@ class TokenBucket:
     def retry_after(seconds: float, time_scale: float = 1.0) -> str:
         """Whole seconds like live APIs; fractions when the sandbox runs time-scaled."""
         return str(math.ceil(seconds)) if time_scale == 1 else f"{max(seconds, 0.001):.3f}"
+
+
+# --------------------------------------------------------------------------------------------
+# Loopback admin routes (benchmarks drive a sandbox running in another process)
+# --------------------------------------------------------------------------------------------
+
+ADMIN_PREFIX = "/_admin/"
+
+
+class AdminApp(Protocol):
+    """What a sandbox exposes under ``/_admin/``: no vendor has these routes, they are never
+    counted as requests and never throttled."""
+
+    def counters(self) -> dict[str, Any]: ...
+    def reset_counters(self) -> None: ...
+    def advance_clock(self, seconds: int) -> int: ...
+    def modify_share(self, share: float) -> dict[str, int]: ...
+    def holdings(self) -> dict[str, int]: ...
+
+
+def handle_admin(app: AdminApp, handler: SandboxHandler) -> bool:
+    """Serve ``/_admin/...`` if that is what was asked; False for any other path.
+
+    GET counters, GET holdings (orders, items, customers the sandbox serves),
+    POST reset_counters, POST advance?seconds=N (fixed clock only moves here),
+    POST modify?share=0.01 (that share of orders and customers modified "now")."""
+    path, _, query = handler.path.partition("?")
+    if not path.startswith(ADMIN_PREFIX):
+        return False
+    name = path[len(ADMIN_PREFIX) :]
+    params = dict(parse_qsl(query))
+    body: Any
+    if handler.command == "GET" and name == "counters":
+        body = app.counters()
+    elif handler.command == "GET" and name == "holdings":
+        body = app.holdings()
+    elif handler.command == "POST" and name == "reset_counters":
+        app.reset_counters()
+        body = {}
+    elif handler.command == "POST" and name == "advance":
+        body = {"now": app.advance_clock(int(params.get("seconds", "86400")))}
+    elif handler.command == "POST" and name == "modify":
+        body = app.modify_share(float(params.get("share", "0.01")))
+    else:
+        handler.write_response(404, b'{"status":404}', "application/json", {})
+        return True
+    handler.write_response(200, json.dumps(body).encode(), "application/json", {})
+    return True
 
 
 # --------------------------------------------------------------------------------------------

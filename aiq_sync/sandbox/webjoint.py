@@ -50,7 +50,14 @@ import numpy as np
 
 from aiq_sync.sandbox.bigcommerce_data import _person
 from aiq_sync.sandbox.common import Chaos as _ChaosBase
-from aiq_sync.sandbox.common import ChaosState, Fault, SandboxHandler, ServerThread, TokenBucket
+from aiq_sync.sandbox.common import (
+    ChaosState,
+    Fault,
+    SandboxHandler,
+    ServerThread,
+    TokenBucket,
+    handle_admin,
+)
 
 __all__ = ["Chaos", "Fault", "WebjointSandbox", "main"]
 
@@ -588,6 +595,8 @@ class WebjointSandbox:
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._passes: dict[tuple[Any, ...], int] = {}
+        self._edited_customers: set[int] = set()  # first name changed by modify_share()
+        self._modify_rounds = 0
         self._server = ServerThread(self, host, port, "webjoint-sandbox")
         self.base_url = ""
 
@@ -650,6 +659,58 @@ class WebjointSandbox:
             return self._now_ts
         return self._now_ts + int(time.monotonic() - self._mono0)
 
+    # -- benchmark control (also served under /_admin/) ------------------------------------
+
+    def advance_clock(self, seconds: int) -> int:
+        """Move the sandbox's clock (e.g. a day: "the next night"); returns the new now."""
+        self._now_ts += seconds
+        return self.now_ts()
+
+    def modify_share(self, share: float) -> dict[str, int]:
+        """A night of edits: ``share`` of each facility's orders updated "now" (completed sales
+        become refunded, refunded ones complete again) and ``share`` of customers change first
+        name. Deterministic from the seed and how many rounds came before."""
+        d = self.data
+        self._modify_rounds += 1
+        ts = self.now_ts()
+        orders = 0
+        with d.lock:
+            for f in d.facilities:
+                rng = np.random.default_rng([self.seed, 7_000 + self._modify_rounds, f.index])
+                n = min(f.n_orders, round(f.n_orders * share))
+                ks = rng.choice(f.n_orders, n, replace=False) if n else np.zeros(0, np.int64)
+                sale = f.kind[ks] == SALE
+                f.status[ks] = np.where(
+                    sale & (f.status[ks] == COMPLETE),
+                    REFUNDED,
+                    np.where(sale, COMPLETE, f.status[ks]),
+                )
+                f.updated[ks] = ts
+                orders += n
+            rng = np.random.default_rng([self.seed, 7_000 + self._modify_rounds])
+            n_c = min(len(d.c_updated), round(len(d.c_updated) * share))
+            cids = rng.choice(len(d.c_updated), n_c, replace=False) + 1
+            d.c_updated[cids - 1] = ts
+            self._edited_customers.update(int(c) for c in cids)
+            d.version += 1
+        with self._cache_lock:
+            self._cache.clear()
+        return {"orders": orders, "customers": n_c, "now": ts}
+
+    def holdings(self) -> dict[str, int]:
+        """Distinct orders, their lines and customers the listings serve (no copies)."""
+        d = self.data
+        with d.lock:
+            facilities = list(d.facilities)
+        items = sum(
+            len(d.order_record(f, k)["details"]) for f in facilities for k in range(f.n_orders)
+        )
+        return {
+            "orders": sum(f.n_orders for f in facilities),
+            "items": items,
+            "customers": len(d.c_updated),
+        }
+
     def orders_in(self, facility_id: int, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Ground truth for tests: every order of a facility updated in [start, end), as the
         listing would serve it once without duplicates."""
@@ -671,6 +732,8 @@ class WebjointSandbox:
     # -- dispatch --------------------------------------------------------------------------
 
     def handle(self, handler: SandboxHandler) -> None:
+        if handle_admin(self, handler):
+            return
         split = urlsplit(handler.path)
         self._count("requests_total")
         path = split.path[len(API_PREFIX) :] if split.path.startswith(API_PREFIX) else None
@@ -912,7 +975,11 @@ class WebjointSandbox:
         def render(code: Any) -> dict[str, Any]:
             if int(code) % 4 == COPY:
                 self._count("duplicates_served")
-            return d.customer_record(int(code) // 4 + 1)
+            cid = int(code) // 4 + 1
+            record = d.customer_record(cid)
+            if cid in self._edited_customers:
+                record["firstName"] = f"{record['firstName']} Jr"
+            return record
 
         return self._page(query, "customers", listing, render)
 
