@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from aiq_sync.http import (
     RetryPolicy,
     header_wait_seconds,
     imap_bounded,
+    parse_json_body,
 )
 from aiq_sync.sandbox.bigcommerce import ENDPOINT_SCOPES, BigCommerceSandbox, Chaos, Fault
 
@@ -482,3 +484,26 @@ def test_api_error_pickles() -> None:
     err = ApiError("GET v2/x: 404", kind="not_found", method="GET", endpoint="v2/x", status=404)
     back = pickle.loads(pickle.dumps(err))
     assert str(back) == str(err) and back.kind == "not_found" and back.status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"a": [1, 2.5, "x", null, true]}', {"a": [1, 2.5, "x", None, True]}),
+        (b'[{"total": "361.9500"}]', [{"total": "361.9500"}]),
+        (b'{"x": NaN}', "nan"),  # orjson refuses it; the stdlib fallback reads it as before
+        ('{"name": "Jos\u00e9"}'.encode(), {"name": "Jos\u00e9"}),
+    ],
+)
+def test_json_bodies_parse_as_the_standard_library_would(body: bytes, expected: Any) -> None:
+    got = parse_json_body(body)
+    if expected == "nan":
+        assert math.isnan(got["x"])
+    else:
+        assert got == expected == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [b'[{"id": 1}, {"id":', b"<html>busy</html>", b""])
+def test_a_body_that_is_not_json_raises_value_error(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_json_body(body)
