@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
+import orjson
 from pydantic import Field
 
 from aiq_sync.sandbox.bigcommerce_data import StoreData
@@ -528,7 +529,7 @@ class BigCommerceSandbox:
         elif isinstance(reply.body, bytes):
             body = reply.body
         else:
-            body = json.dumps(reply.body, separators=(",", ":")).encode()
+            body = orjson.dumps(reply.body)  # UTF-8, compact: ~10x faster than json on 2 MB
         content_type = reply.content_type
         if chaos_path is not None and reply.status == 200 and body:
             if self._chaos.hit("truncated_json", chaos_path):
