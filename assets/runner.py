@@ -57,6 +57,12 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
     return "; ".join(messages) or "run failed"
 
 
+def _frozen_line(landing: Landing, source: str, what: str) -> str:
+    since = landing.last_extracted_at(source)
+    label = since.isoformat() if since else "never"
+    return f"{source}: frozen (use last backup) since {label}: {what}"
+
+
 def _in_window(drop: DropFile, tz: str, start: date | None, end: date | None) -> bool:
     day = datetime.fromtimestamp(drop.mtime_ns / 1e9, ZoneInfo(tz)).date()
     return (start is None or day >= start) and (end is None or day <= end)
@@ -109,11 +115,7 @@ def _land_file_drop(
     outcome: RunOutcome,
 ) -> None:
     if source.freeze:
-        since = landing.last_extracted_at(source.name)
-        out(
-            f"{source.name}: frozen (use last backup) since "
-            f"{since.isoformat() if since else 'never'}: drop folder not read"
-        )
+        out(_frozen_line(landing, source.name, "drop folder not read"))
         return
     tz = config.source_timezone(source)
     # Listing only (OneDrive: a delta query); each file is fetched by its own landing run.
@@ -173,11 +175,7 @@ def _land_api(
     outcome: RunOutcome,
 ) -> None:
     if source.freeze:
-        since = landing.last_extracted_at(source.name)
-        out(
-            f"{source.name}: frozen (use last backup) since "
-            f"{since.isoformat() if since else 'never'}: no request made"
-        )
+        out(_frozen_line(landing, source.name, "no request made"))
         return
     tz = config.source_timezone(source)
     today = datetime.now(ZoneInfo(tz)).date()
