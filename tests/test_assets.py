@@ -57,8 +57,8 @@ def test_demo_definitions_snapshot() -> None:
         "wj-demo/inventory", "wj-demo/orders",
     ]  # fmt: skip
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
-        "bc_demo_extract", "bc_demo_snapshot", "drops_land", "load_warehouse", "od_demo_land", "wj_demo_extract",
-        "wj_demo_snapshot",
+        "bc_demo_extract", "bc_demo_snapshot", "drops_land", "load_warehouse", "od_demo_land",
+        "wj_demo_extract", "wj_demo_snapshot",
     ]  # fmt: skip
     # the automation sensor runs core_tables after landings (eager automation condition)
     assert sorted(s.name for s in repo.sensor_defs) == [
