@@ -67,3 +67,33 @@ def test_partition_keys_that_are_file_names_are_quoted(tmp_path: Path) -> None:
     assert landing.partition_dir("drops", "lines", "sales 2026/09?.csv").parent == (
         tmp_path / "drops" / "lines"
     )
+
+
+def test_a_suspended_partition_reopens_as_a_second_part_merged_at_commit(tmp_path: Path) -> None:
+    landing = Landing(tmp_path)
+    writer = landing.open_partition("bc", "orders", "2026-09-01")
+    writer.write_batch(table(3).to_batches()[0])
+    writer.suspend()  # its file is finished and closed: no memory held until the commit
+    assert not writer.is_open and landing.open_files.now == 0
+    writer.write_batch(table(2).to_batches()[0])
+    assert landing.manifest("bc", "orders", "2026-09-01") is None  # nothing visible yet
+    manifest = writer.commit()
+    assert manifest.rows == 5
+    assert landing.read(manifest).column("id").to_pylist() == ["0", "1", "2", "0", "1"]
+    folder = landing.partition_dir("bc", "orders", "2026-09-01")
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, manifest.data_file]
+    assert landing.open_files.now == 0 and landing.open_files.peak == 1
+
+
+def test_aborting_a_partition_in_parts_removes_every_part(tmp_path: Path) -> None:
+    landing = Landing(tmp_path)
+    good = landing.write("bc", "orders", "2026-09-01", table(4))
+    writer = landing.open_partition("bc", "orders", "2026-09-01")
+    for n in (1, 2, 3):
+        writer.write_batch(table(n).to_batches()[0])
+        writer.suspend()
+    writer.abort()
+    folder = landing.partition_dir("bc", "orders", "2026-09-01")
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, good.data_file]
+    current = landing.manifest("bc", "orders", "2026-09-01")
+    assert current is not None and landing.read(current).num_rows == 4
