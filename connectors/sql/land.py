@@ -3,8 +3,8 @@
 Rows arrive in cursor order, so a day is complete as soon as the pass reaches the next day:
 its partition is committed then and the next one opened. Memory holds one server-side
 batch and one open Parquet writer, whatever the range (a year back-fill of a million lines
-included); `aiq_sync.extract.land_days` keeps every day's writer open until the pass ends,
-which costs about a megabyte per day and column set. A failure mid-pass leaves the days
+included); the generic `aiq_sync.extract.land_days` keeps up to 8 days open and commits them
+all at the end (API pages are not ordered by day). A failure mid-pass leaves the days
 already committed (complete: every later row has a later cursor) and the rest as they were.
 """
 
