@@ -43,7 +43,13 @@ from pydantic import Field
 from aiq_sync.sandbox.bigcommerce_data import StoreData
 from aiq_sync.sandbox.common import Chaos as _ChaosBase
 from aiq_sync.sandbox.common import ChaosState as _ChaosState
-from aiq_sync.sandbox.common import Fault, SandboxHandler, SandboxServer, handle_admin
+from aiq_sync.sandbox.common import (
+    Fault,
+    SandboxClock,
+    SandboxHandler,
+    SandboxServer,
+    handle_admin,
+)
 
 __all__ = ["BigCommerceSandbox", "Chaos", "Fault", "main"]
 
@@ -274,12 +280,7 @@ class BigCommerceSandbox:
         self.host = host
         self.port = port
         self.chaos = chaos if isinstance(chaos, Chaos) else Chaos(**(chaos or {}))
-        self._frozen_now = now is not None
-        base_now = now or datetime.now(UTC)
-        if base_now.tzinfo is None:
-            base_now = base_now.replace(tzinfo=UTC)
-        self._now_ts = int(base_now.timestamp())
-        self._mono0 = time.monotonic()
+        self.clock = SandboxClock(now)
         self.data = StoreData(
             store_hash=store_hash,
             orders=orders,
@@ -289,7 +290,7 @@ class BigCommerceSandbox:
             items_per_order=items_per_order,
             history_days=history_days,
             seed=seed,
-            now_ts=self._now_ts,
+            now_ts=self.clock.start_ts,
             timezone=timezone,
             quota=quota,
         )
@@ -370,9 +371,7 @@ class BigCommerceSandbox:
 
     def now_ts(self) -> int:
         """The sandbox's current time: fixed when ``now`` was given, else wall-clock-like."""
-        if self._frozen_now:
-            return self._now_ts
-        return self._now_ts + int(time.monotonic() - self._mono0)
+        return self.clock.now()
 
     def _count(self, key: str, sub: str | None = None, n: int = 1) -> None:
         with self._stats_lock:
@@ -386,8 +385,7 @@ class BigCommerceSandbox:
 
     def advance_clock(self, seconds: int) -> int:
         """Move the sandbox's clock (e.g. a day: "the next night"); returns the new now."""
-        self._now_ts += seconds
-        return self.now_ts()
+        return self.clock.advance(seconds)
 
     def modify_share(self, share: float) -> dict[str, int]:
         """A night of edits: ``share`` of orders change status (refunded, or completed if they

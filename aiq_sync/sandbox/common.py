@@ -16,6 +16,7 @@ import socket
 import struct
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Protocol, Self
 from urllib.parse import parse_qsl
@@ -159,6 +160,28 @@ class TokenBucket:
     def retry_after(seconds: float, time_scale: float = 1.0) -> str:
         """Whole seconds like live APIs; fractions when the sandbox runs time-scaled."""
         return str(math.ceil(seconds)) if time_scale == 1 else f"{max(seconds, 0.001):.3f}"
+
+
+class SandboxClock:
+    """A sandbox's "now" in epoch seconds: fixed when given (deterministic data for tests and
+    the demo), else running like the wall clock; ``advance`` moves it ("the next night")."""
+
+    def __init__(self, now: datetime | None) -> None:
+        self.fixed = now is not None
+        base = now or datetime.now(UTC)
+        if base.tzinfo is None:
+            base = base.replace(tzinfo=UTC)
+        self.start_ts = int(base.timestamp())
+        self._mono0 = time.monotonic()
+
+    def now(self) -> int:
+        if self.fixed:
+            return self.start_ts
+        return self.start_ts + int(time.monotonic() - self._mono0)
+
+    def advance(self, seconds: int) -> int:
+        self.start_ts += seconds
+        return self.now()
 
 
 # --------------------------------------------------------------------------------------------

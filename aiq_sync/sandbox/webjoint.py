@@ -53,6 +53,7 @@ from aiq_sync.sandbox.common import Chaos as _ChaosBase
 from aiq_sync.sandbox.common import (
     ChaosState,
     Fault,
+    SandboxClock,
     SandboxHandler,
     ServerThread,
     TokenBucket,
@@ -568,12 +569,7 @@ class WebjointSandbox:
         self.retry_after = retry_after
         self.seed = seed
         self.chaos = chaos if isinstance(chaos, Chaos) else Chaos(**(chaos or {}))
-        self._frozen_now = now is not None
-        base_now = now or datetime.now(UTC)
-        if base_now.tzinfo is None:
-            base_now = base_now.replace(tzinfo=UTC)
-        self._now_ts = int(base_now.timestamp())
-        self._mono0 = time.monotonic()
+        self.clock = SandboxClock(now)
         self.data = CompanyData(
             company_id=company_id,
             facilities=facilities,
@@ -582,7 +578,7 @@ class WebjointSandbox:
             products=products,
             history_days=history_days,
             seed=seed,
-            now_ts=self._now_ts,
+            now_ts=self.clock.start_ts,
             timezone=timezone,
             bad_share=bad_share,
             return_share=return_share,
@@ -655,16 +651,14 @@ class WebjointSandbox:
         return snap
 
     def now_ts(self) -> int:
-        if self._frozen_now:
-            return self._now_ts
-        return self._now_ts + int(time.monotonic() - self._mono0)
+        """The sandbox's current time: fixed when ``now`` was given, else wall-clock-like."""
+        return self.clock.now()
 
     # -- benchmark control (also served under /_admin/) ------------------------------------
 
     def advance_clock(self, seconds: int) -> int:
         """Move the sandbox's clock (e.g. a day: "the next night"); returns the new now."""
-        self._now_ts += seconds
-        return self.now_ts()
+        return self.clock.advance(seconds)
 
     def modify_share(self, share: float) -> dict[str, int]:
         """A night of edits: ``share`` of each facility's orders updated "now" (completed sales
