@@ -1,7 +1,7 @@
 """The DuckDB warehouse: migrations, newest-wins merges by natural key, bookkeeping.
 
 Every function takes an open DuckDB connection so the same code runs under Dagster's
-`DuckDBResource`, the CLI and tests. Callers own transactions (`transaction()`), so one
+`WarehouseResource`, the CLI and tests. Callers own transactions (`transaction()`), so one
 load step is one atomic unit: a crash leaves the previous good state.
 """
 
@@ -19,17 +19,19 @@ import pyarrow as pa
 
 from aiq_sync.config import DuckDBSettings
 from aiq_sync.migrations import MIGRATIONS
+from aiq_sync.writer_lock import retry_locked
 
 log = logging.getLogger("aiq_sync.warehouse")
 
 Connection = duckdb.DuckDBPyConnection
 
 
-def connect(path: str | Path, *, read_only: bool = False) -> Connection:
-    """Open the warehouse; while another process has the file open (DuckDB allows one
-    writer and then no other opener), wait for it instead of failing at once."""
-    from aiq_sync.writer_lock import retry_locked
-
+def connect(
+    path: str | Path, *, read_only: bool = False, settings: DuckDBSettings | None = None
+) -> Connection:
+    """Open the warehouse with `settings` (see `prepare`); while another process has the file
+    open (DuckDB allows one writer and then no other opener), wait for it instead of failing
+    at once."""
     if str(path) == ":memory:":
         con = duckdb.connect(":memory:")
     else:
@@ -37,7 +39,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> Connection:
         con = retry_locked(
             lambda: duckdb.connect(str(path), read_only=read_only), f"warehouse {path}"
         )
-    prepare(con)
+    prepare(con, settings)
     return con
 
 
@@ -58,10 +60,8 @@ def prepare(con: Connection, settings: DuckDBSettings | None = None) -> None:
 def open_warehouse(
     path: str | Path, *, read_only: bool = False, settings: DuckDBSettings | None = None
 ) -> Iterator[Connection]:
-    con = connect(path, read_only=read_only)
+    con = connect(path, read_only=read_only, settings=settings)
     try:
-        if settings is not None:  # the config's `duckdb` section instead of its defaults
-            prepare(con, settings)
         if not read_only:
             migrate(con)
         yield con

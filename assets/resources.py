@@ -37,9 +37,9 @@ class WarehouseResource(dg.ConfigurableResource):
             temp_directory=self.temp_directory,
         )
         with writer_lock(self.database):
-            con = warehouse.connect(self.database)  # waits out another process's open file
+            # waits out another process's open file
+            con = warehouse.connect(self.database, settings=settings)
             try:
-                warehouse.prepare(con, settings)
                 yield con
             finally:
                 con.close()
