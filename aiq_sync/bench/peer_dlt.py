@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from aiq_sync.bench.measure import measure
 
 TOKEN_ENV = "AIQ_BENCH_PEER_TOKEN"  # how the child gets the token: never on its command line
 PAGE = 250
@@ -147,27 +148,22 @@ def run_peer(
         env = {**os.environ, TOKEN_ENV: token, "RUNTIME__DLTHUB_TELEMETRY": "false"}
         cmd = [sys.executable, "-m", "aiq_sync.bench.peer_dlt", base_url, str(workdir), str(out)]
         cmd += ["--loader-file-format", loader_file_format or "default"]
-        started = time.monotonic()
-        with (workdir / "peer-dlt.log").open("w") as log:
-            process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-            # wait4, not Popen.wait: it also returns the child's resource usage (peak RSS).
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.monotonic() - started
+        log = workdir / "peer-dlt.log"
+        measured = measure(cmd, env, log)
         requests = requests_counter() - before
-    if process.returncode != 0 or not out.exists():
-        raise RuntimeError(f"the dlt peer failed (exit {process.returncode}); see {log.name}")
+    if measured.exit_code != 0 or not out.exists():
+        raise RuntimeError(f"the dlt peer failed (exit {measured.exit_code}); see {log.name}")
     child = json.loads(out.read_text())
     rows = child["rows"]
     expected = {k: int(truth[k]) for k in ("orders", "items", "customers")}
     return {
-        "wall_s": round(wall, 2),  # process start to exit: imports and DuckDB included
+        "wall_s": measured.wall_s,  # process start to exit: imports and DuckDB included
         "pipeline_s": child["wall_s"],
         "requests": requests,
         "rows": rows,
         "rows_expected": expected,
         "rows_match": rows == expected,
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        "peak_rss_mb": measured.peak_rss_mb,
         "dlt_version": child["dlt_version"],
         "loader_file_format": loader_file_format or "default",
     }

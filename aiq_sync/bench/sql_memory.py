@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from aiq_sync.bench.measure import measure
 from aiq_sync.landing import Landing
 
 SOURCE = "pos"
@@ -154,12 +154,7 @@ def run_sql_memory(lines: int, workdir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # ephemeral instance
     env["BENCH_POS_URL"] = f"sqlite:///{db}"
     log_path = workdir / "run.log"
-    with log_path.open("wb") as log:
-        started = time.perf_counter()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)  # already reaped by wait4
+    measured = measure(command, env, log_path)
     landed = sum(m.rows for m in Landing(workdir / "landing").manifests(SOURCE, "lines"))
     loaded = sales = personas = 0
     if (workdir / "aiq.duckdb").exists():
@@ -170,10 +165,10 @@ def run_sql_memory(lines: int, workdir: Path) -> dict:
             ).fetchone()
     return {
         "lines": lines,
-        "exit_code": child.returncode,
-        "wall_s": round(wall, 1),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # steadier than wall when shared
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: kilobytes
+        "exit_code": measured.exit_code,
+        "wall_s": round(measured.wall_s, 1),
+        "cpu_s": round(measured.cpu_s, 1),  # steadier than wall when shared
+        "peak_rss_mb": measured.peak_rss_mb,
         "rows_landed": landed,
         "rows_loaded": loaded,
         "sales": sales,
