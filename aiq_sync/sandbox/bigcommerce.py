@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from datetime import time as dtime
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -47,7 +46,7 @@ from aiq_sync.sandbox.common import (
     Fault,
     SandboxClock,
     SandboxHandler,
-    SandboxServer,
+    ServerThread,
     handle_admin,
 )
 
@@ -277,8 +276,6 @@ class BigCommerceSandbox:
         self.store_hash = store_hash
         self.token = token
         self.scopes = frozenset(scopes)
-        self.host = host
-        self.port = port
         self.chaos = chaos if isinstance(chaos, Chaos) else Chaos(**(chaos or {}))
         self.clock = SandboxClock(now)
         self.data = StoreData(
@@ -303,42 +300,23 @@ class BigCommerceSandbox:
         self._modify_rounds = 0
         self._cache: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._server = ServerThread(self, host, port, "bigcommerce-sandbox")
         self.api_path = ""
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> str:
         """Bind (port 0 picks a free port), serve in a background thread, return the API path."""
-        if self._server is not None:
-            return self.api_path
-        server = _Server((self.host, self.port), _Handler)
-        server.sandbox = self
-        self._server = server
-        self.port = server.server_address[1]
-        self.api_path = f"http://{self.host}:{self.port}/stores/{self.store_hash}/"
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"bigcommerce-sandbox-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        port = self._server.start()
+        self.api_path = f"http://{self._server.host}:{port}/stores/{self.store_hash}/"
         return self.api_path
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.close_all_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     def __enter__(self) -> BigCommerceSandbox:
         self.start()
@@ -426,7 +404,7 @@ class BigCommerceSandbox:
 
     # -- dispatch ------------------------------------------------------------------------
 
-    def handle(self, handler: _Handler) -> None:
+    def handle(self, handler: SandboxHandler) -> None:
         """Serve one request on ``handler`` (called from the server's connection thread)."""
         if handle_admin(self, handler):
             return
@@ -456,7 +434,7 @@ class BigCommerceSandbox:
             self._send(handler, reply, rate_headers, route_name)
             return
         if self._chaos.hit("slow", chaos_path):
-            self._stopping.wait(self.chaos.slow_seconds)
+            self._server.stopping.wait(self.chaos.slow_seconds)
 
         if not allowed:
             self._count("throttled_429")
@@ -516,7 +494,7 @@ class BigCommerceSandbox:
 
     def _send(
         self,
-        handler: _Handler,
+        handler: SandboxHandler,
         reply: _Reply,
         rate_headers: dict[str, str],
         route_name: str | None,
@@ -639,10 +617,10 @@ class BigCommerceSandbox:
 
     # -- v2 handlers ---------------------------------------------------------------------
 
-    def _h_store(self, handler: _Handler, query: dict[str, str]) -> _Reply:
+    def _h_store(self, handler: SandboxHandler, query: dict[str, str]) -> _Reply:
         return _Reply(200, self.data.store_record())
 
-    def _h_time(self, handler: _Handler, query: dict[str, str]) -> _Reply:
+    def _h_time(self, handler: SandboxHandler, query: dict[str, str]) -> _Reply:
         return _Reply(200, {"time": self.now_ts()})
 
     def _v2_ts(self, query: dict[str, str], name: str) -> float | None:
@@ -731,7 +709,7 @@ class BigCommerceSandbox:
             return "link"
         return "object+line_items" if "consignments.line_items" in include else "object"
 
-    def _h_orders(self, handler: _Handler, query: dict[str, str]) -> _Reply:
+    def _h_orders(self, handler: SandboxHandler, query: dict[str, str]) -> _Reply:
         limit = self._limit(query, True, V2_MAX_LIMIT)
         page = self._page(query, True)
         ordered = self._order_ids(query)
@@ -750,11 +728,11 @@ class BigCommerceSandbox:
         self._bump_during_paging(ordered, start, start + len(chunk), limit, "orders")
         return _Reply(200, body)
 
-    def _h_count(self, handler: _Handler, query: dict[str, str]) -> _Reply:
+    def _h_count(self, handler: SandboxHandler, query: dict[str, str]) -> _Reply:
         ids = self._order_ids(query, sort=False)
         return _Reply(200, {"statuses": self.data.status_counts(ids), "count": len(ids)})
 
-    def _h_order(self, handler: _Handler, query: dict[str, str], oid: str) -> _Reply:
+    def _h_order(self, handler: SandboxHandler, query: dict[str, str], oid: str) -> _Reply:
         n = int(oid)
         if not 1 <= n <= self.data.n_orders:
             return _Reply(404, self._error(404, True, "The requested resource was not found."))
@@ -765,7 +743,7 @@ class BigCommerceSandbox:
         )
         return _Reply(200, record)
 
-    def _h_order_products(self, handler: _Handler, query: dict[str, str], oid: str) -> _Reply:
+    def _h_order_products(self, handler: SandboxHandler, query: dict[str, str], oid: str) -> _Reply:
         n = int(oid)
         if not 1 <= n <= self.data.n_orders:
             return _Reply(404, self._error(404, True, "The requested resource was not found."))
@@ -881,7 +859,7 @@ class BigCommerceSandbox:
         col = self._customer_sort_key(field)[ids - 1]
         return ids, (-col if desc else col)
 
-    def _h_customers(self, handler: _Handler, query: dict[str, str]) -> _Reply:
+    def _h_customers(self, handler: SandboxHandler, query: dict[str, str]) -> _Reply:
         include = {p.strip() for p in query.get("include", "").split(",")}
         with_addresses = "addresses" in include
         ids, sort_key = self._customer_ids(query)
@@ -959,7 +937,7 @@ class BigCommerceSandbox:
             chunk = ids[first:stop]
         return chunk, {"cursor_pagination": self._cursor_meta(query, ids, sort_key, chunk, first)}
 
-    def _h_create_customers(self, handler: _Handler, query: dict[str, str]) -> _Reply:
+    def _h_create_customers(self, handler: SandboxHandler, query: dict[str, str]) -> _Reply:
         try:
             records = json.loads(handler.body or b"null")
         except ValueError:
@@ -1006,7 +984,7 @@ class BigCommerceSandbox:
 
     # -- v3 catalog, inventory, locations ------------------------------------------------
 
-    def _h_products(self, handler: _Handler, query: dict[str, str]) -> _Reply:
+    def _h_products(self, handler: SandboxHandler, query: dict[str, str]) -> _Reply:
         d = self.data
         include = {p.strip() for p in query.get("include", "").split(",")}
         lo_ts = self._v3_ts(query, "date_modified:min", date_only_now=True)
@@ -1051,7 +1029,7 @@ class BigCommerceSandbox:
         data = [d.product_record(int(p), include_variants="variants" in include) for p in chunk]
         return _Reply(200, {"data": data, "meta": meta})
 
-    def _h_inventory(self, handler: _Handler, query: dict[str, str]) -> _Reply:
+    def _h_inventory(self, handler: SandboxHandler, query: dict[str, str]) -> _Reply:
         d = self.data
         vids = np.arange(1, d.n_variants + 1, dtype=np.int64)
         sku_in = self._csv(query, "sku:in")
@@ -1074,7 +1052,7 @@ class BigCommerceSandbox:
         chunk, meta = self._v3_page(query, vids, INVENTORY_MAX_LIMIT)
         return _Reply(200, {"data": [d.inventory_item(int(v), lids) for v in chunk], "meta": meta})
 
-    def _h_locs(self, handler: _Handler, query: dict[str, str]) -> _Reply:
+    def _h_locs(self, handler: SandboxHandler, query: dict[str, str]) -> _Reply:
         d = self.data
         lids = np.arange(1, d.n_locations + 1, dtype=np.int64)
         location_in = self._csv_ints(query, "location_id:in")
@@ -1095,8 +1073,6 @@ class BigCommerceSandbox:
 
 
 # The loopback server lives in sandbox.common (shared with the Webjoint sandbox).
-_Server = SandboxServer
-_Handler = SandboxHandler
 
 
 # --------------------------------------------------------------------------------------------
