@@ -1,6 +1,7 @@
 """Memory and time of a whole SQL-source sync (issue #8: 1M sale lines under 400 MB peak RSS).
 
     python -m aiq_sync.bench.sql_memory --lines 1000000 [--workdir DIR] [--json]
+        [--memory-limit 128MB] [--threads N]
 
 Builds a SQLite database of N sale lines deterministically (one year of sales, several
 stores, returning customers with phones and e-mails, 1-4 lines per ticket), writes a config
@@ -38,7 +39,7 @@ STORES = ("101", "102", "103", "104", "105")
 CATEGORIES = ("Flower", "Edibles", "Vapes", "Pre-Rolls", "Topicals")
 COLUMNS = {
     "transaction_id": "ticket_id",
-    "item_id": "line_no",
+    "item_id": "sku",  # the product's id, unique within a ticket (the lines' key)
     "customer_id": "customer_no",
     "location_id": "store_code",
     "product_name": "product",
@@ -53,7 +54,8 @@ COLUMNS = {
     "patient_name": "customer_name",
     "postal_code": "postal_code",
     "sold_at": "completed_at",
-}  # the order of the generated tuples
+}  # the order of the generated tuples; `line_no` follows (the table's key, not mapped)
+PRODUCTS = 2_000
 
 
 def _lines(n: int) -> Iterator[tuple]:
@@ -67,12 +69,12 @@ def _lines(n: int) -> Iterator[tuple]:
             ticket, line_no, lines_in_ticket = ticket + 1, 0, 1 + ticket * 7 % 4
         line_no += 1
         c = ticket * 7919 % customers
-        product = (i * 31 + ticket) % 2_000
+        product = (i * 31 + ticket) % PRODUCTS  # 31 apart: distinct within a ticket
         qty = 1 + i % 3
         gross = f"{qty * (5 + product % 60)}.{product % 100:02d}"
         yield (
             f"T{ticket:08d}",
-            line_no,
+            f"SKU{product:05d}",
             f"C{c:07d}",
             STORES[c % len(STORES)],
             f"Product {product}",
@@ -87,13 +89,14 @@ def _lines(n: int) -> Iterator[tuple]:
             f"First{c % 997} Last{c}",
             f"{80_000 + c % 900:05d}",
             (start + timedelta(seconds=int(i * step))).strftime("%Y-%m-%d %H:%M:%S"),
+            line_no,
         )
 
 
 def build_database(path: Path, lines: int) -> Path:
     path.unlink(missing_ok=True)
     con = sqlite3.connect(path)
-    names = list(COLUMNS.values())
+    names = [*COLUMNS.values(), "line_no"]
     con.execute(
         f"CREATE TABLE sale_lines ({', '.join(names)}, "
         "PRIMARY KEY (ticket_id, line_no)) WITHOUT ROWID"
@@ -105,9 +108,10 @@ def build_database(path: Path, lines: int) -> Path:
     return path
 
 
-def write_config(workdir: Path) -> Path:
+def write_config(workdir: Path, duckdb_settings: dict | None = None) -> Path:
     config = {
         "warehouse": str(workdir / "aiq.duckdb"),
+        "duckdb": duckdb_settings or {},
         "landing": str(workdir / "landing"),
         "schedule": {"timezone": TIMEZONE},
         "stores": [{"id": f"store-{k}", "name": f"Store {k}", "keys": {SOURCE: k}} for k in STORES],
@@ -135,8 +139,9 @@ def _cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "aiq_sync.cli"]
 
 
-def run_sql_memory(lines: int, workdir: Path) -> dict:
-    """Build the database, sync it in a child process, return the measurements."""
+def run_sql_memory(lines: int, workdir: Path, duckdb_settings: dict | None = None) -> dict:
+    """Build the database, sync it in a child process, return the measurements.
+    `duckdb_settings`: the config's `duckdb` section (memory_limit, threads)."""
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("landing", "aiq.duckdb", "aiq.duckdb.wal"):
         target = workdir / stale
@@ -147,7 +152,7 @@ def run_sql_memory(lines: int, workdir: Path) -> dict:
     built = time.perf_counter()
     db = build_database(workdir / "pos.sqlite", lines)
     build_s = time.perf_counter() - built
-    config = write_config(workdir)
+    config = write_config(workdir, duckdb_settings)
     last_day = FIRST_DAY + timedelta(days=DAYS - 1)
     command = [*_cli(), "--config", str(config), "run", "--from", str(FIRST_DAY)]
     command += ["--to", str(last_day)]
@@ -156,23 +161,27 @@ def run_sql_memory(lines: int, workdir: Path) -> dict:
     log_path = workdir / "run.log"
     measured = measure(command, env, log_path)
     landed = sum(m.rows for m in Landing(workdir / "landing").manifests(SOURCE, "lines"))
-    loaded = sales = personas = 0
+    loaded = sales = personas = products = 0
     if (workdir / "aiq.duckdb").exists():
         with duckdb.connect(str(workdir / "aiq.duckdb"), read_only=True) as con:
-            loaded, sales, personas = con.execute(
+            loaded, sales, personas, products = con.execute(
                 "SELECT (SELECT count(*) FROM core.sale_items), (SELECT count(*) FROM "
-                "core.sales), (SELECT count(*) FROM core.personas)"
+                "core.sales), (SELECT count(*) FROM core.personas), "
+                "(SELECT count(*) FROM core.products)"
             ).fetchone()
     return {
         "lines": lines,
+        "duckdb": duckdb_settings or "(defaults)",
         "exit_code": measured.exit_code,
         "wall_s": round(measured.wall_s, 1),
         "cpu_s": round(measured.cpu_s, 1),  # steadier than wall when shared
         "peak_rss_mb": measured.peak_rss_mb,
+        "peak_during": measured.peak_during,  # the run's last log line at the sampled peak
         "rows_landed": landed,
         "rows_loaded": loaded,
         "sales": sales,
         "personas": personas,
+        "products": products,
         "database_build_s": round(build_s, 1),
         "log": str(log_path),
     }
@@ -183,12 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temp folder)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--memory-limit", help="the config's duckdb.memory_limit")
+    parser.add_argument("--threads", type=int, help="the config's duckdb.threads")
     args = parser.parse_args(argv)
+    settings = {
+        k: v for k, v in (("memory_limit", args.memory_limit), ("threads", args.threads)) if v
+    }
     if args.workdir:
-        result = run_sql_memory(args.lines, args.workdir)
+        result = run_sql_memory(args.lines, args.workdir, settings)
     else:
         with tempfile.TemporaryDirectory(prefix="aiq-bench-sql-") as tmp:
-            result = run_sql_memory(args.lines, Path(tmp))
+            result = run_sql_memory(args.lines, Path(tmp), settings)
             result["log"] = "(removed with the temp folder)"
     if args.json:
         print(json.dumps(result))
