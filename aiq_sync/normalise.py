@@ -1,21 +1,22 @@
 """Field normalisers shared by every connector.
 
 Each works on one value and is cached, because a sync sees the same phone, email or name
-many times (one line per item); connectors apply them to columns with `map_unique`. The
-phone and e-mail caches hold one entry per distinct customer value, which makes them most of
-a load's Python memory: they use `_memo`, about half the bytes per entry of `lru_cache`.
+many times (one line per item). The phone and e-mail caches hold one entry per distinct
+customer value, which makes them most of a load's Python memory: they use `_memo`, about
+half the bytes per entry of `lru_cache`. Nothing here needs pandas: the load path does not
+import it (~45 MB of resident memory).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Hashable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache, wraps
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
-import pandas as pd
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import PhoneNumberType
@@ -208,19 +209,22 @@ def parse_date(raw: str | None) -> date | None:
     raise ValueError(f"not a date: {raw!r}")
 
 
-def nulls_to_none(values: pd.Series) -> pd.Series:
-    """Object dtype with None for every missing value.
-
-    pandas 3 represents a blank as NaN/NA in most dtypes; NaN is truthy, is not None, and
-    becomes the text 'nan' or an invalid JSON token downstream. Normalisers work on None.
-    """
-    out = values.astype(object)
-    return out.where(out.notna(), None)
-
-
-def map_unique(values: pd.Series, func: Callable[[Hashable], T]) -> pd.Series:
-    """Apply `func` once per distinct non-blank value (rows repeat customers and products);
-    blanks map to None."""
-    uniques = values.dropna().unique()
-    mapping = {value: func(value) for value in uniques}
-    return nulls_to_none(values.map(mapping))
+def local_to_utc(naive: datetime, tz: ZoneInfo) -> datetime:
+    """A source-local wall time -> UTC. In the repeated hour of a fall-back the first of the
+    two (daylight) times is meant; a time in a spring-forward gap, which no clock showed,
+    moves forward to the end of the gap (the moment the clocks jumped)."""
+    utc = naive.replace(tzinfo=tz).astimezone(UTC)  # fold=0: the first of a repeated hour
+    if utc.astimezone(tz).replace(tzinfo=None) == naive:
+        return utc
+    # In a gap, fold=0 reads the time with the offset before the jump (too late) and fold=1
+    # with the one after it (too early): the jump lies between them, found to the second.
+    early = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    before = early.astimezone(tz).utcoffset()
+    lo, hi = 0, int((utc - early).total_seconds())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if (early + timedelta(seconds=mid)).astimezone(tz).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    return early + timedelta(seconds=hi)

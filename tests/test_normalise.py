@@ -125,3 +125,19 @@ def test_digits_fast_path_agrees_with_the_general_parser(number: int, leading_on
     except phonenumbers.NumberParseException:
         expected = None
     assert phone_e164(digits) == expected
+
+
+def test_local_to_utc_reads_dst_edges_like_a_wall_clock():
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from aiq_sync.normalise import local_to_utc
+
+    la = ZoneInfo("America/Los_Angeles")
+    # An ordinary time, the repeated hour of a fall-back (the first, daylight one) and a time
+    # in the spring-forward gap (moved to the jump: 03:00 PDT).
+    assert local_to_utc(datetime(2026, 7, 1, 12, 0), la) == datetime(2026, 7, 1, 19, 0, tzinfo=UTC)
+    assert local_to_utc(datetime(2026, 11, 1, 1, 30), la) == datetime(
+        2026, 11, 1, 8, 30, tzinfo=UTC
+    )
+    assert local_to_utc(datetime(2026, 3, 8, 2, 30), la) == datetime(2026, 3, 8, 10, 0, tzinfo=UTC)

@@ -8,16 +8,21 @@ Mapping (docs/warehouse.md has the full table):
 - TransactionDate + Completed Time are local to the source's time zone, stored in UTC;
 - sale totals are the sum of the sale's items (recomputed after each merge);
 - `Patient Age` holds a birth date; an unparseable one becomes NULL (not a rejection).
+
+One pass over the partition's lines in plain Python, column lists in and Arrow tables out:
+no pandas, whose import alone holds ~45 MB and whose frames tripled the load's working set
+(a 1M-line SQL source peaked at 428 MB with it, docs/sql.md).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from aiq_sync.canonical import (
@@ -32,8 +37,7 @@ from aiq_sync.normalise import (
     OUT_OF_RANGE,
     clean_text,
     email_normal,
-    map_unique,
-    nulls_to_none,
+    local_to_utc,
     parse_date,
     parse_decimal,
     phone_e164,
@@ -42,21 +46,24 @@ from aiq_sync.normalise import (
 
 ENTITY = "lines"
 _CENTI_CENT = Decimal("0.0001")
-PERSONA_FIELDS = [
-    "persona_key", "customer_id", "patient_name", "phone", "email", "birth", "postal_code",
-    "address", "sold_at", "_pv",
-]  # fmt: skip
-MONEY_FIELDS = ("subtotal", "tax", "discount", "allocated_price")
+NUMBER_LABELS = {
+    "quantity": "InventoryQuantity",
+    "subtotal": "Agg - Product Sales (subtotal)",
+    "tax": "AllocatedTax",
+    "discount": "Product Discount",
+    "allocated_price": "AllocatedPrice",
+}
+TS = pa.timestamp("us", tz="UTC")
+# 24-hour H:M[:S], one or two digits each (what strptime's %H:%M:%S and %H:%M accept).
+_TIME = re.compile(r"(2[0-3]|[01]?\d):([0-5]?\d)(?::([0-5]?\d))?", re.ASCII)
 
 
-def _try(func):
-    def wrapped(value):
-        try:
-            return func(value)
-        except ValueError:
-            return _BAD
+class _Bad:
+    def __repr__(self) -> str:
+        return "<bad>"
 
-    return wrapped
+
+_BAD = _Bad()
 
 
 def _why_bad(raw: object) -> str:
@@ -69,35 +76,57 @@ def _why_bad(raw: object) -> str:
     return " is not a number"
 
 
-class _Bad:
-    def __repr__(self) -> str:
-        return "<bad>"
+def _decimal(raw: str | None) -> Decimal | _Bad | None:
+    try:
+        return parse_decimal(raw)
+    except ValueError:
+        return _BAD
 
 
-_BAD = _Bad()
+def _date(raw: str | None) -> date | _Bad | None:
+    try:
+        return parse_date(raw)
+    except ValueError:
+        return _BAD
 
 
-def _local_times(dates: pd.Series, times: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
-    """Local date + optional HH:MM:SS -> (UTC timestamps, bad-time mask)."""
-    time_text = times.fillna("00:00:00")
-    parsed_time = pd.to_datetime(time_text, format="%H:%M:%S", errors="coerce")
-    short = parsed_time.isna()
-    if short.any():  # 'HH:MM' also appears
-        parsed_time = parsed_time.fillna(
-            pd.to_datetime(time_text.where(short), format="%H:%M", errors="coerce")
-        )
-    bad_time = parsed_time.isna()
-    seconds = (
-        parsed_time.dt.hour * 3600 + parsed_time.dt.minute * 60 + parsed_time.dt.second
-    ).fillna(0)
-    naive = pd.to_datetime(dates.astype("object").where(dates.notna()), errors="coerce")
-    naive = naive + pd.to_timedelta(seconds, unit="s")
-    # Ambiguous fall-back hour: take the first occurrence (daylight time); a time that does
-    # not exist (spring-forward gap) is moved forward.
-    local = naive.dt.tz_localize(
-        ZoneInfo(tz), ambiguous=np.ones(len(naive), dtype=bool), nonexistent="shift_forward"
-    )
-    return local.dt.tz_convert("UTC"), bad_time
+def _seconds(raw: str | None) -> int | _Bad:
+    """Seconds after midnight of 'HH:MM:SS' or 'HH:MM'; blank is midnight."""
+    if raw is None:
+        return 0
+    match = _TIME.fullmatch(raw)
+    if match is None:
+        return _BAD
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)
+
+
+def _negative(value: Decimal | None) -> Decimal | None:
+    return None if value is None else -abs(value)
+
+
+def _column(values: list[Any], type_: pa.DataType | None = None) -> pa.Array:
+    # Money: the decimal type is inferred from the values (precision and scale to fit them);
+    # the loader casts to the warehouse's DECIMAL(18,4).
+    return pa.array(values) if type_ is None else pa.array(values, type_)
+
+
+class _Clock:
+    """(TransactionDate, Completed Time) -> (UTC instant, local date), once per pair: the
+    lines of one ticket share it."""
+
+    def __init__(self, timezone: str) -> None:
+        self.tz = ZoneInfo(timezone)
+        self.memo: dict[tuple[date, int], tuple[datetime, date]] = {}
+
+    def __call__(self, day: date, seconds: int) -> tuple[datetime, date]:
+        key = (day, seconds)
+        hit = self.memo.get(key)
+        if hit is None:
+            naive = datetime(day.year, day.month, day.day) + timedelta(seconds=seconds)
+            utc = local_to_utc(naive, self.tz)
+            hit = self.memo[key] = (utc, utc.astimezone(self.tz).date())
+        return hit
 
 
 class FileDropNormaliser:
@@ -106,224 +135,247 @@ class FileDropNormaliser:
     def normalise(
         self, raw: pa.Table, manifest: Manifest, context: NormaliseContext
     ) -> CanonicalBatch:
-        df = raw.to_pandas()
-        for column in df.columns.drop("_line"):
-            df[column] = nulls_to_none(df[column])
-        n = len(df)
+        n = raw.num_rows
         batch = CanonicalBatch(rows_in=n)
         if n == 0:
             return batch
-        reason = pd.Series([None] * n, index=df.index, dtype="object")
-
-        def reject(mask: pd.Series, why: str | pd.Series) -> None:
-            target = mask & reason.isna()
-            if target.any():
-                reason[target] = why if isinstance(why, str) else why[target]
-
-        reject(df["transaction_id"].isna(), "TransactionID is empty (required)")
-        reject(df["customer_id"].isna(), "Patient Number is empty (required)")
-        reject(df["item_id"].isna(), "Item ID is empty (needed to tell the sale's lines apart)")
-
-        dates = map_unique(df["transaction_date"], _try(parse_date))
-        bad_date = dates.map(lambda v: v is _BAD).astype(bool)
-        reject(
-            bad_date | df["transaction_date"].isna(),
-            "TransactionDate "
-            + df["transaction_date"].fillna("").map(repr)
-            + " is not a date (YYYY/MM/DD or YYYY-MM-DD)",
-        )
-        dates = dates.where(~bad_date, None)
-        sold_at, bad_time = _local_times(dates, df["completed_time"], context.timezone)
-        reject(
-            bad_time & df["completed_time"].notna(),
-            "Completed Time "
-            + df["completed_time"].fillna("").map(repr)
-            + " is not a 24-hour time (HH:MM:SS)",
-        )
-
-        numbers: dict[str, pd.Series] = {}
-        for column, label in (
-            ("quantity", "InventoryQuantity"),
-            ("subtotal", "Agg - Product Sales (subtotal)"),
-            ("tax", "AllocatedTax"),
-            ("discount", "Product Discount"),
-            ("allocated_price", "AllocatedPrice"),
-        ):
-            values = map_unique(df[column], _try(parse_decimal))
-            bad = values.map(lambda v: v is _BAD).astype(bool)
-            if bad.any():
-                raw = df[column][bad]
-                reject(bad, label + " " + raw.fillna("").map(repr) + raw.map(_why_bad))
-            numbers[column] = values.where(~bad, None)
-
-        birth = map_unique(df["birth_date"], _try(parse_date))
-        birth = birth.where(~birth.map(lambda v: v is _BAD).astype(bool), None)
-
-        bad = reason.notna()
-        batch.quarantine = self._quarantine(df[bad], reason[bad], manifest)
-        good = df[~bad].copy()
-        if good.empty:
-            return batch
-        for column, values in numbers.items():
-            good[column] = values[~bad]
-        good["sold_at"] = sold_at[~bad]
-        good["birth"] = birth[~bad]
-        good = good.rename(columns={"phone": "phone_raw", "email": "email_raw"})
-        self._to_tables(good, manifest, context, batch)
+        col = {name: raw.column(name).to_pylist() for name in raw.column_names}
+        out = _Tables(manifest, context)
+        bad: list[tuple[int, str]] = []
+        for i in range(n):
+            why = self._line(col, i, out)
+            if why is not None:
+                bad.append((i, why))
+        batch.quarantine = self._quarantine(col, bad, manifest)
+        if out.lines:
+            out.finish(batch)
         return batch
 
     @staticmethod
-    def _quarantine(rows: pd.DataFrame, reasons: pd.Series, manifest: Manifest) -> pa.Table:
-        payload = rows.drop(columns=["_line"]).to_dict(orient="records")
+    def _line(col: dict[str, list[Any]], i: int, out: _Tables) -> str | None:
+        """Validate line i and hand it to `out`; the reason when it is rejected."""
+        transaction = col["transaction_id"][i]
+        if transaction is None:
+            return "TransactionID is empty (required)"
+        if col["customer_id"][i] is None:
+            return "Patient Number is empty (required)"
+        if col["item_id"][i] is None:
+            return "Item ID is empty (needed to tell the sale's lines apart)"
+        day_raw = col["transaction_date"][i]
+        day = _date(day_raw)
+        if day_raw is None or day is _BAD:
+            return f"TransactionDate {day_raw or ''!r} is not a date (YYYY/MM/DD or YYYY-MM-DD)"
+        time_raw = col["completed_time"][i]
+        seconds = _seconds(time_raw)
+        if seconds is _BAD:
+            return f"Completed Time {time_raw!r} is not a 24-hour time (HH:MM:SS)"
+        numbers: dict[str, Decimal | None] = {}
+        for field, label in NUMBER_LABELS.items():
+            text = col[field][i]
+            value = _decimal(text)
+            if value is _BAD:
+                return f"{label} {text!r}{_why_bad(text)}"
+            numbers[field] = value  # type: ignore[assignment]
+        out.add(col, i, day, seconds, numbers)  # type: ignore[arg-type]
+        return None
+
+    @staticmethod
+    def _quarantine(
+        col: dict[str, list[Any]], bad: list[tuple[int, str]], manifest: Manifest
+    ) -> pa.Table:
+        fields = [name for name in col if name != "_line"]
+        rows = [{f: col[f][i] for f in fields if col[f][i] is not None} for i, _ in bad]
+        k = len(bad)
         return pa.table(
             {
-                "partition_key": [manifest.partition_key] * len(rows),
-                "file": [manifest.origin.get("file")] * len(rows),
-                "line": rows["_line"].astype("int64").tolist(),
+                "partition_key": [manifest.partition_key] * k,
+                "file": [manifest.origin.get("file")] * k,
+                "line": [col["_line"][i] for i, _ in bad],
                 "record_id": [
-                    f"{t or '?'}/{i or '?'}"
-                    for t, i in zip(rows["transaction_id"], rows["item_id"], strict=True)
+                    f"{row.get('transaction_id') or '?'}/{row.get('item_id') or '?'}"
+                    for row in rows
                 ],
-                "reason": reasons.astype(str).tolist(),
-                "raw": [json.dumps({k: v for k, v in r.items() if v is not None}) for r in payload],
+                "reason": [why for _, why in bad],
+                "raw": [json.dumps(row) for row in rows],
             },
             schema=QUARANTINE_SCHEMA,
         )
 
-    def _to_tables(
-        self, g: pd.DataFrame, manifest: Manifest, ctx: NormaliseContext, batch: CanonicalBatch
+
+class _Tables:
+    """The canonical rows of one partition, built line by line."""
+
+    def __init__(self, manifest: Manifest, ctx: NormaliseContext) -> None:
+        self.manifest = manifest
+        self.ctx = ctx
+        self.clock = _Clock(ctx.timezone)
+        self.texts: dict[str | None, str | None] = {None: None}  # clean_text, per partition
+        self.lines = 0
+        self.items: dict[str, list[Any]] = {name: [] for name in _ITEM_COLUMNS}
+        self.sales: dict[str, tuple[str, list[Any]]] = {}  # sale_key -> (version, header)
+        self.products: dict[str, tuple[str, list[Any]]] = {}  # product_id -> (version, row)
+        self.personas: list[tuple[str, str, tuple[Any, ...]]] = []  # (pv, key, fields)
+        self.invalid_phone = self.invalid_email = 0
+
+    def text(self, raw: str | None) -> str | None:
+        try:
+            return self.texts[raw]
+        except KeyError:
+            cleaned = self.texts[raw] = clean_text(raw)
+            return cleaned
+
+    def add(
+        self,
+        col: dict[str, list[Any]],
+        i: int,
+        day: date | None,
+        seconds: int,
+        numbers: dict[str, Decimal | None],
     ) -> None:
-        src = ctx.source
+        self.lines += 1
+        src = self.ctx.source
         # Newest file wins; within a file the later line wins.
-        g["_version"] = manifest.version + "|" + g["_line"].map("{:09d}".format)
-        g["is_refund"] = g["refund_of"].notna() | g["quantity"].map(
-            lambda q: q is not None and q < 0
-        )
-        # Refunds are stored negative whatever sign the file used; other lines keep theirs.
-        for column in ("quantity", *MONEY_FIELDS):
-            g[column] = [
-                None if v is None else (-abs(v) if refund else v)
-                for v, refund in zip(g[column], g["is_refund"], strict=True)
-            ]
-        g["sale_key"] = [sale_key(src, t) for t in g["transaction_id"]]
-        g["persona_key"] = [persona_key(src, c) for c in g["customer_id"]]
+        version = f"{self.manifest.version}|{col['_line'][i]:09d}"
+        quantity = numbers["quantity"]
+        refund_of = col["refund_of"][i]
+        is_refund = refund_of is not None or (quantity is not None and quantity < 0)
+        if is_refund:  # stored negative whatever sign the file used
+            numbers = {field: _negative(value) for field, value in numbers.items()}
+            quantity = numbers["quantity"]
+        subtotal, discount = numbers["subtotal"], numbers["discount"]
+        allocated = numbers["allocated_price"]
+        sold_at, local_day = self.clock(day, seconds) if day is not None else (None, None)
+        transaction = col["transaction_id"][i]
+        key = sale_key(src, transaction)
+        buyer = persona_key(src, col["customer_id"][i])
         # LocationID identifies the location; Facility Name stands in when it is blank, and
         # either may be the key a store is configured with.
-        g["location_key"] = [
-            lid if lid is not None else name
-            for lid, name in zip(g["location_id"], g["facility_name"], strict=True)
-        ]
-        store_by_key = ctx.store_map
-        g["store_id"] = [
-            store_by_key.get(lk) or (store_by_key.get(name) if name else None)
-            for lk, name in zip(g["location_key"], g["facility_name"], strict=True)
-        ]
-        for column in ("product_name", "vendor", "category", "facility_name", "order_type",
-                       "postal_code", "address"):  # fmt: skip
-            g[column] = nulls_to_none(g[column].map(clean_text))
-        # Validate contact fields per line, so a newer invalid phone never hides a valid one.
-        g["phone"] = map_unique(g["phone_raw"], phone_e164)
-        g["email"] = map_unique(g["email_raw"], email_normal)
+        facility = col["facility_name"][i]
+        location_id = col["location_id"][i]
+        location_key = location_id if location_id is not None else facility
+        stores = self.ctx.store_map
+        store_id = stores.get(location_key) or (stores.get(facility) if facility else None)
 
-        net = [
-            a if a is not None else (s - (d or 0) if s is not None else None)
-            for a, s, d in zip(g["allocated_price"], g["subtotal"], g["discount"], strict=True)
-        ]
-        unit_price = [
-            (s / q).quantize(_CENTI_CENT) if s is not None and q else None
-            for s, q in zip(g["subtotal"], g["quantity"], strict=True)
-        ]
-        items = pd.DataFrame(
-            {
-                "sale_key": g["sale_key"],
-                "line_id": g["item_id"],
-                "source": src,
-                "sku": g["item_id"],
-                "product_id": g["item_id"],
-                "name": g["product_name"],
-                "brand": g["vendor"],
-                "category": g["category"],
-                "quantity": g["quantity"],
-                "unit_price": unit_price,
-                "subtotal": g["subtotal"],
-                "discount": g["discount"],
-                "tax": g["tax"],
-                "total": net,
-                "_version": g["_version"],
-            }
+        item_id = col["item_id"][i]
+        name = self.text(col["product_name"][i])
+        unit_price = (
+            (subtotal / quantity).quantize(_CENTI_CENT)
+            if subtotal is not None and quantity
+            else None
         )
-        # Sale header: one per transaction, from its newest line.
-        newest = g.sort_values("_version").drop_duplicates("sale_key", keep="last")
-        sales = pd.DataFrame(
-            {
-                "sale_key": newest["sale_key"],
-                "source": src,
-                "src_sale_id": newest["transaction_id"],
-                "persona_key": newest["persona_key"],
-                "store_id": newest["store_id"],
-                "location_key": newest["location_key"],
-                "location_name": newest["facility_name"],
-                "sold_at": newest["sold_at"],
-                "sold_local_date": newest["sold_at"].dt.tz_convert(ZoneInfo(ctx.timezone)).dt.date,
-                "status": newest["is_refund"].map({True: "refund", False: "completed"}),
-                "is_refund": newest["is_refund"],
-                "refunded_sale_id": newest["refund_of"],
-                "order_type": newest["order_type"],
-                "currency": "USD",
-                "_version": newest["_version"],
-            }
+        net = (
+            allocated
+            if allocated is not None
+            else (subtotal - (discount or 0) if subtotal is not None else None)
         )
-        # Persona: the customer as of their latest transaction; blanks keep older values.
-        # Per field, the newest non-blank value (groupby().last() skips nulls).
-        latest = (
-            g.assign(_pv=g["sold_at"].map(lambda t: t.isoformat()) + "|" + g["_version"])
-            .sort_values("_pv")[PERSONA_FIELDS]
-            .groupby("persona_key", sort=False, as_index=False)
-            .last()
+        item = (key, item_id, src, item_id, item_id, name, self.text(col["vendor"][i]),
+                self.text(col["category"][i]), quantity, unit_price, subtotal, discount,
+                numbers["tax"], net, version)  # fmt: skip
+        for column, value in zip(self.items.values(), item, strict=True):
+            column.append(value)
+        product = self.products.get(item_id)
+        if product is None or version > product[0]:
+            self.products[item_id] = (
+                version,
+                [item_id, item_id, name, item[6], item[7], unit_price],
+            )
+
+        sale = self.sales.get(key)
+        if sale is None or version > sale[0]:
+            self.sales[key] = (
+                version,
+                [key, src, transaction, buyer, store_id, location_key, self.text(facility),
+                 sold_at, local_day, "refund" if is_refund else "completed", is_refund,
+                 refund_of, self.text(col["order_type"][i]), version],
+            )  # fmt: skip
+
+        # Validate contact fields per line, so a newer invalid phone never hides a valid one.
+        phone_raw, email_raw = col["phone"][i], col["email"][i]
+        phone, email = phone_e164(phone_raw), email_normal(email_raw)
+        self.invalid_phone += phone_raw is not None and phone is None
+        self.invalid_email += email_raw is not None and email is None
+        birth = _date(col["birth_date"][i])
+        pv = (sold_at.isoformat() if sold_at is not None else "NaT") + "|" + version
+        fields = (col["customer_id"][i], col["patient_name"][i], phone, email,
+                  None if birth is _BAD else birth, self.text(col["postal_code"][i]),
+                  self.text(col["address"][i]), sold_at)  # fmt: skip
+        self.personas.append((pv, buyer, fields))
+
+    def finish(self, batch: CanonicalBatch) -> None:
+        ctx = self.ctx
+        batch.notes["invalid_phone"] = self.invalid_phone
+        batch.notes["invalid_email"] = self.invalid_email
+        items = pa.table(
+            {name: _column(values, _ITEM_COLUMNS[name]) for name, values in self.items.items()}
         )
-        for column in latest.columns:
-            latest[column] = nulls_to_none(latest[column])
-        names = latest["patient_name"].map(split_name)
-        batch.notes["invalid_phone"] = int((g["phone_raw"].notna() & g["phone"].isna()).sum())
-        batch.notes["invalid_email"] = int((g["email_raw"].notna() & g["email"].isna()).sum())
-        personas = pd.DataFrame(
-            {
-                "persona_key": latest["persona_key"],
-                "source": src,
-                "source_type": ctx.source_type,
-                "src_id": latest["customer_id"],
-                "first_name": [n[0] for n in names],
-                "last_name": [n[1] for n in names],
-                "email": latest["email"],
-                "phone": latest["phone"],
-                "birth_date": latest["birth"],
-                "postal_code": latest["postal_code"],
-                "address": latest["address"],
-                "updated_at": latest["sold_at"],
-                "_version": latest["_pv"],
-            }
-        )
-        products = items.sort_values("_version").drop_duplicates("product_id", keep="last")
-        products = pd.DataFrame(
-            {
-                "source": src,
-                "product_id": products["product_id"],
-                "sku": products["sku"],
-                "name": products["name"],
-                "brand": products["brand"],
-                "category": products["category"],
-                "price": products["unit_price"],
-                "_version": products["_version"],
-            }
+        sales = sorted(self.sales.values(), key=lambda entry: entry[0])
+        sales_table = _rows_table([row for _, row in sales], _SALE_COLUMNS)
+        sales_table = sales_table.append_column("currency", pa.array(["USD"] * len(sales)))
+        products = sorted(self.products.values(), key=lambda entry: entry[0])
+        products_table = _rows_table(
+            [[ctx.source, *row, version] for version, row in products], _PRODUCT_COLUMNS
         )
         batch.tables = {
-            "core.personas": _arrow(personas),
-            "core.sales": _arrow(sales),
-            "core.sale_items": _arrow(items),
-            "core.products": _arrow(products),
+            "core.personas": self._personas(),
+            "core.sales": sales_table,
+            "core.sale_items": items,
+            "core.products": products_table,
         }
-        batch.item_derived_sales = sales["sale_key"].tolist()
+        batch.item_derived_sales = [row[0] for _, row in sales]
+
+    def _personas(self) -> pa.Table:
+        """The customer as of their latest transaction; blanks keep older values: per field,
+        the newest non-blank value."""
+        latest: dict[str, list[Any]] = {}
+        versions: dict[str, str] = {}
+        for pv, key, fields in sorted(self.personas, key=lambda entry: entry[0]):
+            row = latest.get(key)
+            if row is None:
+                latest[key] = list(fields)
+            else:
+                for k, value in enumerate(fields):
+                    if value is not None:
+                        row[k] = value
+            versions[key] = pv
+        ctx = self.ctx
+        rows = []
+        for key, (customer, name, phone, email, birth, postal, address, sold_at) in latest.items():
+            first, last = split_name(name)
+            rows.append([key, ctx.source, ctx.source_type, customer, first, last, email, phone,
+                         birth, postal, address, sold_at, versions[key]])  # fmt: skip
+        return _rows_table(rows, _PERSONA_COLUMNS)
 
 
-def _arrow(df: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+def _rows_table(rows: list[list[Any]], columns: dict[str, pa.DataType | None]) -> pa.Table:
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    return pa.table(
+        {
+            name: _column(list(column), type_)
+            for (name, type_), column in zip(columns.items(), values, strict=True)
+        }
+    )
+
+
+_STR = pa.string()
+# column -> Arrow type (None: money, inferred)
+_ITEM_COLUMNS: dict[str, pa.DataType | None] = {
+    "sale_key": _STR, "line_id": _STR, "source": _STR, "sku": _STR, "product_id": _STR,
+    "name": _STR, "brand": _STR, "category": _STR, "quantity": None, "unit_price": None,
+    "subtotal": None, "discount": None, "tax": None, "total": None, "_version": _STR,
+}  # fmt: skip
+_SALE_COLUMNS: dict[str, pa.DataType | None] = {
+    "sale_key": _STR, "source": _STR, "src_sale_id": _STR, "persona_key": _STR,
+    "store_id": _STR, "location_key": _STR, "location_name": _STR, "sold_at": TS,
+    "sold_local_date": pa.date32(), "status": _STR, "is_refund": pa.bool_(),
+    "refunded_sale_id": _STR, "order_type": _STR, "_version": _STR,
+}  # fmt: skip
+_PRODUCT_COLUMNS: dict[str, pa.DataType | None] = {
+    "source": _STR, "product_id": _STR, "sku": _STR, "name": _STR, "brand": _STR,
+    "category": _STR, "price": None, "_version": _STR,
+}  # fmt: skip
+_PERSONA_COLUMNS: dict[str, pa.DataType | None] = {
+    "persona_key": _STR, "source": _STR, "source_type": _STR, "src_id": _STR,
+    "first_name": _STR, "last_name": _STR, "email": _STR, "phone": _STR,
+    "birth_date": pa.date32(), "postal_code": _STR, "address": _STR, "updated_at": TS,
+    "_version": _STR,
+}  # fmt: skip

@@ -19,6 +19,7 @@ flat-file normaliser then does the rest, unchanged. No URL or password is ever l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -26,14 +27,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from aiq_sync.config import SqlEntity, SqlSource
 from aiq_sync.extract import Window
+from aiq_sync.normalise import local_to_utc
 from connectors.file_drop.reader import COLUMNS, RAW_SCHEMA
 from connectors.sql.database import Database, SqlSourceError
 
@@ -60,7 +60,7 @@ def _text(value: Any) -> str | None:
     if isinstance(value, Decimal):
         return format(value, "f") if value.is_finite() else None
     if isinstance(value, float):
-        return repr(value) if np.isfinite(value) else None
+        return repr(value) if math.isfinite(value) else None
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, bytes | memoryview):
@@ -87,30 +87,36 @@ def _is_date_only(value: Any) -> bool:
     return isinstance(value, str) and len(value.strip()) == 10
 
 
-def instants(values: Sequence[Any], naive_tz: str, label: str) -> tuple[pd.Series, bool]:
-    """Database time values -> (UTC timestamps, date_only). Naive values are local to
-    `naive_tz`; a date-only column gives local midnights and date_only=True."""
-    series = pd.Series(list(values), dtype=object)
+def _instant(value: Any, tz: ZoneInfo) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value.strip())
+    elif isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    else:
+        raise TypeError(f"a {type(value).__name__}")
+    return local_to_utc(parsed, tz) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def instants(
+    values: Sequence[Any], naive_tz: str, label: str
+) -> tuple[list[datetime | None], bool]:
+    """Database time values -> (UTC instants, date_only). Naive values are local to
+    `naive_tz` (the first of a repeated hour; a time in a spring-forward gap moves to its
+    end); a date-only column gives local midnights and date_only=True."""
     first = next((v for v in values if v is not None), None)
     if first is None:
-        return pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns, UTC]"), False
+        return [None] * len(values), False
+    tz = ZoneInfo(naive_tz)
     try:
-        if isinstance(first, str):
-            parsed = pd.to_datetime(series.str.strip(), format="ISO8601")
-        else:
-            aware = isinstance(first, datetime) and first.tzinfo is not None
-            parsed = pd.to_datetime(series, utc=aware)
+        return [_instant(v, tz) for v in values], _is_date_only(first)
     except (ValueError, TypeError) as exc:
         raise SqlSourceError(
             f"{label}: values like {str(first)[:40]!r} are not times ({exc})"
         ) from None
-    if parsed.dt.tz is None:
-        parsed = parsed.dt.tz_localize(
-            ZoneInfo(naive_tz),
-            ambiguous=np.ones(len(parsed), dtype=bool),  # the first of a repeated hour
-            nonexistent="shift_forward",
-        )
-    return parsed.dt.tz_convert("UTC"), _is_date_only(first)
 
 
 class SqlLinesExtractor:
@@ -245,7 +251,7 @@ class SqlLinesExtractor:
         tz = ZoneInfo(self.timezone)
         cursor_label = f"{self.label}.cursor ({self.spec.cursor})"
         cursor_at, _ = instants(by_name[self.spec.cursor], self.naive_tz, cursor_label)
-        days = cursor_at.dt.tz_convert(tz).dt.date.tolist()
+        days = [v.astimezone(tz).date() for v in cursor_at]  # type: ignore[union-attr]
         arrays: dict[str, Any] = {
             "_line": pa.array(range(self._line + 1, self._line + n + 1), pa.int64())
         }
@@ -263,10 +269,10 @@ class SqlLinesExtractor:
             else:
                 label = f"{self.label}.columns.sold_at ({mapping['sold_at']})"
                 sold, date_only = instants(by_name[mapping["sold_at"]], self.naive_tz, label)
-            local = sold.dt.tz_convert(tz)
-            dates = local.dt.strftime("%Y-%m-%d").where(sold.notna(), None)
-            arrays["transaction_date"] = pa.array(dates.tolist(), pa.string())
+            local = [None if v is None else v.astimezone(tz) for v in sold]
+            dates = [None if v is None else f"{v:%Y-%m-%d}" for v in local]
+            arrays["transaction_date"] = pa.array(dates, pa.string())
             if not date_only:
-                times = local.dt.strftime("%H:%M:%S").where(sold.notna(), None)
-                arrays["completed_time"] = pa.array(times.tolist(), pa.string())
+                times = [None if v is None else f"{v:%H:%M:%S}" for v in local]
+                arrays["completed_time"] = pa.array(times, pa.string())
         return pa.RecordBatch.from_pydict(arrays, schema=RAW_SCHEMA), days
