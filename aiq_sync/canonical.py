@@ -9,7 +9,7 @@ with their reason instead of raising, so one bad row never blocks the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -55,6 +55,32 @@ def persona_key(source: str, src_id: str) -> str:
 
 def sale_key(source: str, src_sale_id: str) -> str:
     return f"{source}:{src_sale_id}"
+
+
+class PersonaFold:
+    """Per persona, the newest non-blank value of each field: the row with the greatest
+    `_version` wins, and older rows fill the fields it leaves blank (a later visit may omit
+    the phone an earlier one gave). Each field remembers the version it came from, so the
+    result does not depend on the order rows are added in."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._versions: dict[str, dict[str, str]] = {}  # persona -> field -> its version
+
+    def add(self, row: dict[str, Any]) -> None:
+        key, version = row["persona_key"], row["_version"]
+        merged = self.rows.get(key)
+        if merged is None:
+            self.rows[key] = dict(row)
+            self._versions[key] = {name: version for name, v in row.items() if v is not None}
+            return
+        versions = self._versions[key]
+        for name, value in row.items():
+            if value is not None and version >= versions.get(name, ""):
+                merged[name] = value
+                versions[name] = version
+            else:
+                merged.setdefault(name, None)
 
 
 @dataclass

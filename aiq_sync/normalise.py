@@ -3,8 +3,8 @@
 Each works on one value and is cached, because a sync sees the same phone, email or name
 many times (one line per item). The phone and e-mail caches hold one entry per distinct
 customer value, which makes them most of a load's Python memory: they use `_memo`, about
-half the bytes per entry of `lru_cache`. Nothing here needs pandas: the load path does not
-import it (~45 MB of resident memory).
+half the bytes per entry of `lru_cache`. Nothing here needs pandas (though pyarrow imports
+it, when installed, on its first `pa.array` call).
 """
 
 from __future__ import annotations

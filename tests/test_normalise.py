@@ -141,3 +141,26 @@ def test_local_to_utc_reads_dst_edges_like_a_wall_clock():
         2026, 11, 1, 8, 30, tzinfo=UTC
     )
     assert local_to_utc(datetime(2026, 3, 8, 2, 30), la) == datetime(2026, 3, 8, 10, 0, tzinfo=UTC)
+
+
+def test_persona_fold_takes_each_fields_newest_value_in_any_order():
+    from itertools import permutations
+
+    from aiq_sync.canonical import PersonaFold
+
+    visits = [
+        {"persona_key": "p", "_version": "1", "email": "old@x.org", "phone": "+15035550100"},
+        {"persona_key": "p", "_version": "3", "email": None, "phone": "+15035550199"},
+        {"persona_key": "p", "_version": "2", "email": "mid@x.org", "phone": None},
+    ]
+    for order in permutations(visits):
+        fold = PersonaFold()
+        for row in order:
+            fold.add(row)
+        # e-mail from visit 2 (visit 3 left it blank), phone from visit 3, newest version.
+        assert fold.rows["p"] == {
+            "persona_key": "p",
+            "_version": "3",
+            "email": "mid@x.org",
+            "phone": "+15035550199",
+        }

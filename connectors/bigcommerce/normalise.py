@@ -35,6 +35,7 @@ from aiq_sync.canonical import (
     QUARANTINE_SCHEMA,
     CanonicalBatch,
     NormaliseContext,
+    PersonaFold,
     persona_key,
     sale_key,
 )
@@ -231,27 +232,6 @@ def _address(*parts: str | None) -> str | None:
     return clean_text(", ".join(p.strip() for p in parts if p and p.strip()))
 
 
-class _Fold:
-    """Per persona, the newest non-blank value of each field (a guest's later order may omit
-    the phone an earlier one gave)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-
-    def add(self, row: dict[str, Any]) -> None:
-        key = row["persona_key"]
-        old = self.rows.get(key)
-        if old is None:
-            self.rows[key] = row
-            return
-        newer, older = (row, old) if row["_version"] >= old["_version"] else (old, row)
-        merged = dict(newer)
-        for field, value in older.items():
-            if merged.get(field) is None and value is not None:
-                merged[field] = value
-        self.rows[key] = merged
-
-
 # --------------------------------------------------------------------------- customers
 
 
@@ -263,7 +243,7 @@ class CustomersNormaliser:
     ) -> CanonicalBatch:
         batch = CanonicalBatch(rows_in=raw.num_rows)
         quarantine = _Quarantine(manifest)
-        fold = _Fold()
+        fold = PersonaFold()
         invalid_phone = invalid_email = 0
         for _, customer in _parse(raw, Customer, "customer", quarantine):
             email = email_normal(customer.email)
@@ -356,7 +336,7 @@ class OrdersNormaliser:
         src = context.source
         sales: list[dict[str, Any]] = []
         items: list[dict[str, Any]] = []
-        guests = _Fold()
+        guests = PersonaFold()
         notes = {"guest_without_contact": 0, "refund_amount_unknown": 0, "refund_rows": 0}
         ids = raw.column("id").to_pylist()
         texts = dict(zip(ids, raw.column("payload").to_pylist(), strict=True))

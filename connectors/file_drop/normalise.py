@@ -10,8 +10,8 @@ Mapping (docs/warehouse.md has the full table):
 - `Patient Age` holds a birth date; an unparseable one becomes NULL (not a rejection).
 
 One pass over the partition's lines in plain Python, column lists in and Arrow tables out:
-no pandas, whose import alone holds ~45 MB and whose frames tripled the load's working set
-(a 1M-line SQL source peaked at 428 MB with it, docs/sql.md).
+no pandas frames, which made this step 2.6x slower and its working set larger
+(docs/sql.md).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from aiq_sync.canonical import (
     QUARANTINE_SCHEMA,
     CanonicalBatch,
     NormaliseContext,
+    PersonaFold,
     persona_key,
     sale_key,
 )
@@ -105,12 +106,6 @@ def _negative(value: Decimal | None) -> Decimal | None:
     return None if value is None else -abs(value)
 
 
-def _column(values: list[Any], type_: pa.DataType | None = None) -> pa.Array:
-    # Money: the decimal type is inferred from the values (precision and scale to fit them);
-    # the loader casts to the warehouse's DECIMAL(18,4).
-    return pa.array(values) if type_ is None else pa.array(values, type_)
-
-
 class _Clock:
     """(TransactionDate, Completed Time) -> (UTC instant, local date), once per pair: the
     lines of one ticket share it."""
@@ -147,7 +142,7 @@ class FileDropNormaliser:
             if why is not None:
                 bad.append((i, why))
         batch.quarantine = self._quarantine(col, bad, manifest)
-        if out.lines:
+        if out.personas.rows:  # some line was good
             out.finish(batch)
         return batch
 
@@ -210,11 +205,10 @@ class _Tables:
         self.ctx = ctx
         self.clock = _Clock(ctx.timezone)
         self.texts: dict[str | None, str | None] = {None: None}  # clean_text, per partition
-        self.lines = 0
         self.items: dict[str, list[Any]] = {name: [] for name in _ITEM_COLUMNS}
         self.sales: dict[str, tuple[str, list[Any]]] = {}  # sale_key -> (version, header)
         self.products: dict[str, tuple[str, list[Any]]] = {}  # product_id -> (version, row)
-        self.personas: list[tuple[str, str, tuple[Any, ...]]] = []  # (pv, key, fields)
+        self.personas = PersonaFold()
         self.invalid_phone = self.invalid_email = 0
 
     def text(self, raw: str | None) -> str | None:
@@ -232,7 +226,6 @@ class _Tables:
         seconds: int,
         numbers: dict[str, Decimal | None],
     ) -> None:
-        self.lines += 1
         src = self.ctx.source
         # Newest file wins; within a file the later line wins.
         version = f"{self.manifest.version}|{col['_line'][i]:09d}"
@@ -295,18 +288,28 @@ class _Tables:
         self.invalid_phone += phone_raw is not None and phone is None
         self.invalid_email += email_raw is not None and email is None
         birth = _date(col["birth_date"][i])
-        pv = (sold_at.isoformat() if sold_at is not None else "NaT") + "|" + version
-        fields = (col["customer_id"][i], col["patient_name"][i], phone, email,
-                  None if birth is _BAD else birth, self.text(col["postal_code"][i]),
-                  self.text(col["address"][i]), sold_at)  # fmt: skip
-        self.personas.append((pv, buyer, fields))
+        self.personas.add(
+            {
+                "persona_key": buyer,
+                "src_id": col["customer_id"][i],
+                "patient_name": col["patient_name"][i],  # split once folded
+                "email": email,
+                "phone": phone,
+                "birth_date": None if birth is _BAD else birth,
+                "postal_code": self.text(col["postal_code"][i]),
+                "address": self.text(col["address"][i]),
+                "updated_at": sold_at,
+                # Latest transaction first, then the newest file and line.
+                "_version": (sold_at.isoformat() if sold_at else "NaT") + "|" + version,
+            }
+        )
 
     def finish(self, batch: CanonicalBatch) -> None:
         ctx = self.ctx
         batch.notes["invalid_phone"] = self.invalid_phone
         batch.notes["invalid_email"] = self.invalid_email
         items = pa.table(
-            {name: _column(values, _ITEM_COLUMNS[name]) for name, values in self.items.items()}
+            {name: pa.array(values, _ITEM_COLUMNS[name]) for name, values in self.items.items()}
         )
         sales = sorted(self.sales.values(), key=lambda entry: entry[0])
         sales_table = _rows_table([row for _, row in sales], _SALE_COLUMNS)
@@ -324,33 +327,23 @@ class _Tables:
         batch.item_derived_sales = [row[0] for _, row in sales]
 
     def _personas(self) -> pa.Table:
-        """The customer as of their latest transaction; blanks keep older values: per field,
-        the newest non-blank value."""
-        latest: dict[str, list[Any]] = {}
-        versions: dict[str, str] = {}
-        for pv, key, fields in sorted(self.personas, key=lambda entry: entry[0]):
-            row = latest.get(key)
-            if row is None:
-                latest[key] = list(fields)
-            else:
-                for k, value in enumerate(fields):
-                    if value is not None:
-                        row[k] = value
-            versions[key] = pv
+        """The customer as of their latest transaction; blanks keep older values."""
         ctx = self.ctx
         rows = []
-        for key, (customer, name, phone, email, birth, postal, address, sold_at) in latest.items():
-            first, last = split_name(name)
-            rows.append([key, ctx.source, ctx.source_type, customer, first, last, email, phone,
-                         birth, postal, address, sold_at, versions[key]])  # fmt: skip
-        return _rows_table(rows, _PERSONA_COLUMNS)
+        for row in self.personas.rows.values():
+            first, last = split_name(row.pop("patient_name"))
+            rows.append(
+                row | {"source": ctx.source, "source_type": ctx.source_type,
+                       "first_name": first, "last_name": last}
+            )  # fmt: skip
+        return pa.Table.from_pylist(rows, schema=_PERSONA_SCHEMA)
 
 
 def _rows_table(rows: list[list[Any]], columns: dict[str, pa.DataType | None]) -> pa.Table:
     values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     return pa.table(
         {
-            name: _column(list(column), type_)
+            name: pa.array(list(column), type_)
             for (name, type_), column in zip(columns.items(), values, strict=True)
         }
     )
@@ -373,9 +366,11 @@ _PRODUCT_COLUMNS: dict[str, pa.DataType | None] = {
     "source": _STR, "product_id": _STR, "sku": _STR, "name": _STR, "brand": _STR,
     "category": _STR, "price": None, "_version": _STR,
 }  # fmt: skip
-_PERSONA_COLUMNS: dict[str, pa.DataType | None] = {
-    "persona_key": _STR, "source": _STR, "source_type": _STR, "src_id": _STR,
-    "first_name": _STR, "last_name": _STR, "email": _STR, "phone": _STR,
-    "birth_date": pa.date32(), "postal_code": _STR, "address": _STR, "updated_at": TS,
-    "_version": _STR,
-}  # fmt: skip
+_PERSONA_SCHEMA = pa.schema(
+    [
+        ("persona_key", _STR), ("source", _STR), ("source_type", _STR), ("src_id", _STR),
+        ("first_name", _STR), ("last_name", _STR), ("email", _STR), ("phone", _STR),
+        ("birth_date", pa.date32()), ("postal_code", _STR), ("address", _STR),
+        ("updated_at", TS), ("_version", _STR),
+    ]
+)  # fmt: skip
