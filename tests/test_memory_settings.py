@@ -4,6 +4,7 @@ spilling to the temp directory (bench: aiq_sync.bench.sql_memory)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from aiq_sync import warehouse
+from aiq_sync.canonical import NATURAL_KEYS, PERSONA_STICKY
 from aiq_sync.config import ConfigError, DuckDBSettings, parse_config
 
 
@@ -121,3 +123,64 @@ def test_without_a_temp_directory_the_same_merge_runs_out_of_memory(tmp_path: Pa
         with pytest.raises(duckdb.OutOfMemoryException), warehouse.transaction(con):
             warehouse.merge(con, "core.sale_items", sale_items(ROWS), ITEM_KEYS)
         assert con.execute("SELECT count(*) FROM core.sale_items").fetchone() == (0,)
+
+
+def personas(n: int, repeated: int) -> pa.Table:
+    """n persona rows shaped like a SQL source's (scattered keys, a long `_version`: source
+    time | extraction time | sequence); the last `repeated` rows are a newer visit of the
+    first `repeated` personas with a blank e-mail (one customer in two partitions)."""
+    first = n - repeated
+    ids = [f"C{i * 7919 % 1_000_003:07d}" for i in range(first)]
+    ids += ids[:repeated]
+    stamps = [datetime(2025, 11, 1, 6, tzinfo=UTC) + timedelta(seconds=13 * i) for i in range(n)]
+    return pa.table(
+        {
+            "persona_key": [f"pos:{i}" for i in ids],
+            "source": ["pos"] * n,
+            "source_type": ["sql"] * n,
+            "src_id": ids,
+            "first_name": [f"First{i}" for i in range(n)],
+            "last_name": [f"Last{i}" for i in range(n)],
+            "email": [None if i >= first else f"customer{i}@example.com" for i in range(n)],
+            "phone": [f"+1916200{i % 10_000:04d}" for i in range(n)],
+            "postal_code": [f"80{i % 1000:03d}" for i in range(n)],
+            "updated_at": stamps,
+            "_version": [
+                f"{t.isoformat()}|2026-12-07T09:19:48.475799+00:00|{i:09d}"
+                for i, t in enumerate(stamps)
+            ],
+        }
+    )
+
+
+def test_a_persona_batch_with_few_repeats_merges_in_64mb_on_two_threads(tmp_path: Path) -> None:
+    # The SQL bench's first merge: 20k personas, a few of them twice, arriving as the slices
+    # of ~40 partitions (one Arrow chunk each). Collapsing every row of that many-chunk table
+    # through per-column aggregates ran out of 64 MB on two threads. No temp directory, so
+    # nothing can spill.
+    n, repeated = 20_000, 60
+    whole = personas(n, repeated)
+    batch = pa.concat_tables([whole.slice(i, 500) for i in range(0, n, 500)])
+    with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
+        con.execute("SET memory_limit = '64MB'")
+        con.execute("SET threads = 2")
+        con.execute("SET temp_directory = ''")
+        with warehouse.transaction(con):
+            result = warehouse.merge(
+                con,
+                "core.personas",
+                batch,
+                NATURAL_KEYS["core.personas"],
+                keep_existing_when_null=PERSONA_STICKY,
+            )
+        assert (result.staged, result.inserted) == (n - repeated, n - repeated)
+        rows = {
+            key: (name, email)
+            for key, name, email in con.execute(
+                "SELECT persona_key, first_name, email FROM core.personas "
+                "WHERE persona_key IN ('pos:C0055433', 'pos:C0791900')"
+            ).fetchall()
+        }
+    # Persona 7 came twice: the newer visit's name wins, its blank e-mail keeps the known one.
+    assert rows["pos:C0055433"] == (f"First{n - repeated + 7}", "customer7@example.com")
+    assert rows["pos:C0791900"] == ("First100", "customer100@example.com")

@@ -53,7 +53,9 @@ def test_sigkill_mid_extraction_then_rerun(
     tmp_path: Path, bc_clean: dict[str, tuple[int, str]]
 ) -> None:
     # Slow order pages: the snapshots land, then the kill hits while orders are being paged.
-    chaos = Chaos(slow=Fault(probability=1.0, paths=("v2/orders",)), slow_seconds=0.3)
+    # 1 s a page: the pass must still be running when the kill lands, even on a busy machine
+    # (at 0.3 s it once finished and committed between the poll and the kill).
+    chaos = Chaos(slow=Fault(probability=1.0, paths=("v2/orders",)), slow_seconds=1.0)
     with bc_sandbox(chaos) as sb:
         path = write_config(tmp_path, sb)
         proc = start_cli(path)
