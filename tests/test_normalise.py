@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import permutations
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiq_sync.canonical import PersonaFold
 from aiq_sync.normalise import (
     email_normal,
+    local_to_utc,
     parse_date,
     parse_decimal,
     phone_e164,
@@ -128,11 +132,6 @@ def test_digits_fast_path_agrees_with_the_general_parser(number: int, leading_on
 
 
 def test_local_to_utc_reads_dst_edges_like_a_wall_clock():
-    from datetime import UTC, datetime
-    from zoneinfo import ZoneInfo
-
-    from aiq_sync.normalise import local_to_utc
-
     la = ZoneInfo("America/Los_Angeles")
     # An ordinary time, the repeated hour of a fall-back (the first, daylight one) and a time
     # in the spring-forward gap (moved to the jump: 03:00 PDT).
@@ -144,10 +143,6 @@ def test_local_to_utc_reads_dst_edges_like_a_wall_clock():
 
 
 def test_persona_fold_takes_each_fields_newest_value_in_any_order():
-    from itertools import permutations
-
-    from aiq_sync.canonical import PersonaFold
-
     visits = [
         {"persona_key": "p", "_version": "1", "email": "old@x.org", "phone": "+15035550100"},
         {"persona_key": "p", "_version": "3", "email": None, "phone": "+15035550199"},

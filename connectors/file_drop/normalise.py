@@ -251,6 +251,7 @@ class _Tables:
 
         item_id = col["item_id"][i]
         name = self.text(col["product_name"][i])
+        brand, category = self.text(col["vendor"][i]), self.text(col["category"][i])
         unit_price = (
             (subtotal / quantity).quantize(_CENTI_CENT)
             if subtotal is not None and quantity
@@ -261,16 +262,15 @@ class _Tables:
             if allocated is not None
             else (subtotal - (discount or 0) if subtotal is not None else None)
         )
-        item = (key, item_id, src, item_id, item_id, name, self.text(col["vendor"][i]),
-                self.text(col["category"][i]), quantity, unit_price, subtotal, discount,
-                numbers["tax"], net, version)  # fmt: skip
+        item = (key, item_id, src, item_id, item_id, name, brand, category, quantity,
+                unit_price, subtotal, discount, numbers["tax"], net, version)  # fmt: skip
         for column, value in zip(self.items.values(), item, strict=True):
             column.append(value)
         product = self.products.get(item_id)
         if product is None or version > product[0]:
             self.products[item_id] = (
                 version,
-                [item_id, item_id, name, item[6], item[7], unit_price],
+                [item_id, item_id, name, brand, category, unit_price],
             )
 
         sale = self.sales.get(key)
