@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pyarrow as pa
 
+from aiq_sync.heap import release_free_heap
 from aiq_sync.landing import BoundedWriters, Landing, Manifest, commit_all
 
 RAW_RECORD_SCHEMA = pa.schema(
@@ -260,6 +261,7 @@ def land_days(
                 if buffered >= FLUSH_RECORDS:
                     flush()
                     buffered = 0
+                    release_free_heap()  # the flushed texts' pages (aiq_sync/heap.py)
         flush()
         requests = int(extractor.request_stats().get("requests", 0)) - before
         fields = {

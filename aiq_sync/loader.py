@@ -26,6 +26,7 @@ from aiq_sync.canonical import (
     NormaliseContext,
     Normaliser,
 )
+from aiq_sync.heap import release_free_heap
 from aiq_sync.landing import Landing, Manifest
 from aiq_sync.warehouse import Connection
 
@@ -203,6 +204,9 @@ def _load_chunk(
                 continue
             for raw in landing.read_slices(manifest, SLICE_ROWS):
                 batch = normaliser.normalise(raw, manifest, context)
+                # The slice's transient objects are freed now; without this glibc keeps
+                # their pages and RSS climbs with every partition until the merge.
+                release_free_heap()
                 pending.append(batch)
                 pending_rows += raw.num_rows
                 if pending_rows >= SLICE_ROWS:
