@@ -289,38 +289,54 @@ def _write_contacts(con: Connection, report: IdentityReport) -> None:
     """
     cols = ", ".join(CONTACT_COLUMNS)
     # Recency as one BIGINT rank (the most recently updated persona highest; no date: lowest;
-    # ties by key), computed by a spillable sort, so each arg_max keeps an integer, not a
-    # (timestamp, key) struct per group: with struct keys this step ran out of a 128 MB limit
-    # at 125k personas, with ranks it fits in 64 MB. (Ordered first() buffers every group's
-    # rows and cannot spill at all.) The old favourite store is joined after grouping.
+    # ties by key), computed by a spillable sort. Each field's winner is then found as the
+    # highest rank among the contact's personas that have it, and joined back by rank.
+    # Aggregates keep integers only, because DuckDB cannot spill aggregate states that own
+    # strings or lists: `arg_max(phone, recency)` and friends plus `list(DISTINCT source)`
+    # in one GROUP BY ran out of the 128 MB default at 500k personas (the 1M-order bench),
+    # though each alone fitted. (Ordered first() buffers every group's rows and cannot
+    # spill at all.) The old favourite store is joined after grouping.
     named = "FILTER (WHERE first_name IS NOT NULL OR last_name IS NOT NULL)"
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE id_ranked AS
+        SELECT a.contact_id, p.phone, lower(p.email) AS email, p.first_name, p.last_name,
+               p.birth_date, p.source, p.source_type,
+               row_number() OVER (
+                   ORDER BY coalesce(p.updated_at, '-infinity'::TIMESTAMPTZ), p.persona_key
+               ) AS recency
+        FROM id_assigned a
+        JOIN core.personas p USING (persona_key)
+        """
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE id_next_contacts AS
-        WITH ranked AS (
-            SELECT a.contact_id, p.phone, p.email, p.first_name, p.last_name, p.birth_date,
-                   p.source, p.source_type,
-                   row_number() OVER (
-                       ORDER BY coalesce(p.updated_at, '-infinity'::TIMESTAMPTZ), p.persona_key
-                   ) AS recency
-            FROM id_assigned a
-            JOIN core.personas p USING (persona_key)
-        ), grouped AS (
+        WITH grouped AS (
             SELECT contact_id,
-                   arg_max(phone, recency) FILTER (WHERE phone IS NOT NULL) AS phone,
-                   arg_max(lower(email), recency) FILTER (WHERE email IS NOT NULL) AS email,
-                   arg_max(first_name, recency) {named} AS first_name,
-                   arg_max(last_name, recency) {named} AS last_name,
+                   max(recency) FILTER (WHERE phone IS NOT NULL) AS phone_rank,
+                   max(recency) FILTER (WHERE email IS NOT NULL) AS email_rank,
+                   max(recency) {named} AS name_rank,
                    max(birth_date) AS birth_date,
-                   list_sort(list(DISTINCT source)) AS sources,
-                   list_sort(list(DISTINCT source_type)) AS sourced_from,
                    count(*)::INTEGER AS persona_count
-            FROM ranked
+            FROM id_ranked
+            GROUP BY contact_id
+        ), origins AS (
+            -- One row per contact and source first, so each list holds a few short strings.
+            SELECT contact_id,
+                   list_sort(list(source)) AS sources,
+                   list_sort(list_distinct(list(source_type))) AS sourced_from
+            FROM (SELECT DISTINCT contact_id, source, source_type FROM id_ranked)
             GROUP BY contact_id
         )
-        SELECT g.*, old.favorite_store_id
+        SELECT g.contact_id, ph.phone, em.email, nm.first_name, nm.last_name, g.birth_date,
+               old.favorite_store_id, o.sources, o.sourced_from, g.persona_count
         FROM grouped g
-        LEFT JOIN core.contacts old USING (contact_id)
+        JOIN origins o USING (contact_id)
+        LEFT JOIN id_ranked ph ON ph.recency = g.phone_rank
+        LEFT JOIN id_ranked em ON em.recency = g.email_rank
+        LEFT JOIN id_ranked nm ON nm.recency = g.name_rank
+        LEFT JOIN core.contacts old ON old.contact_id = g.contact_id
         """
     )
     con.execute(
@@ -352,12 +368,20 @@ def _write_contacts(con: Connection, report: IdentityReport) -> None:
 
 def _link_personas_and_sales(con: Connection, report: IdentityReport) -> None:
     """Copy contact ids onto personas and sales, touching only rows that differ."""
+    # Two plain updates, not one from a self-join of personas with its keys: at 1M personas
+    # under the 128 MB default that join ran for two minutes instead of seconds.
     con.execute(
         """
-        UPDATE core.personas p SET contact_id = a.contact_id
-        FROM (SELECT x.persona_key, k.contact_id FROM core.personas x
-              LEFT JOIN core.contact_keys k USING (persona_key)) a
-        WHERE p.persona_key = a.persona_key AND p.contact_id IS DISTINCT FROM a.contact_id
+        UPDATE core.personas p SET contact_id = k.contact_id
+        FROM core.contact_keys k
+        WHERE p.persona_key = k.persona_key AND p.contact_id IS DISTINCT FROM k.contact_id
+        """
+    )
+    con.execute(
+        """
+        UPDATE core.personas SET contact_id = NULL
+        WHERE contact_id IS NOT NULL
+          AND persona_key NOT IN (SELECT persona_key FROM core.contact_keys)
         """
     )
     report.sales_relinked = con.execute(
@@ -386,6 +410,7 @@ def _drop_temp(con: Connection) -> None:
         "id_kept",
         "id_comp_ids",
         "id_assigned",
+        "id_ranked",
         "id_retired",
         "id_next_contacts",
         "id_contact_changes",
