@@ -15,6 +15,7 @@ import pytest
 from aiq_sync import warehouse
 from aiq_sync.canonical import NATURAL_KEYS, PERSONA_STICKY
 from aiq_sync.config import ConfigError, DuckDBSettings, parse_config
+from aiq_sync.identity import resolve_contacts
 
 
 def settings(con: warehouse.Connection) -> tuple:
@@ -184,3 +185,49 @@ def test_a_persona_batch_with_few_repeats_merges_in_64mb_on_two_threads(tmp_path
     # Persona 7 came twice: the newer visit's name wins, its blank e-mail keeps the known one.
     assert rows["pos:C0055433"] == (f"First{n - repeated + 7}", "customer7@example.com")
     assert rows["pos:C0791900"] == ("First100", "customer100@example.com")
+
+
+def test_identity_of_half_a_million_personas_fits_the_default_memory_limit(tmp_path: Path) -> None:
+    # The 1M-order bench's warehouse: 500k personas (customers and guests), 1M sales. At the
+    # default 128 MB, picking contact fields with arg_max over strings plus list(DISTINCT)
+    # in one GROUP BY ran out of memory (those states cannot spill).
+    n = 500_000
+    with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
+        # Customers are even, guests odd; one guest in ten uses the e-mail of the customer
+        # before it, later (so its phone and name win for that contact).
+        con.execute(
+            f"""
+            INSERT INTO core.personas (persona_key, source, source_type, src_id, first_name,
+                last_name, email, phone, updated_at, _version)
+            SELECT CASE WHEN i % 2 = 0 THEN 'bc:' || i ELSE 'bc:guest:' || i END, 'bc',
+                'bigcommerce', i::VARCHAR, 'First' || i, 'Last' || (i % 7919),
+                'customer' || CASE WHEN i % 20 = 1 THEN i - 1 ELSE i END || '@example.com',
+                '+1916' || lpad(((i * 7919) % 9999999)::VARCHAR, 7, '0'),
+                TIMESTAMPTZ '2024-01-01' + to_seconds(i * 97), '2025-01-01|2026-12-07'
+            FROM range({n}) t(i)
+            """
+        )
+        con.execute(
+            f"""
+            INSERT INTO core.sales (sale_key, source, src_sale_id, persona_key, sold_at,
+                sold_local_date, status, is_refund, _version)
+            SELECT 'bc:' || j, 'bc', j::VARCHAR,
+                CASE WHEN j // 2 % 2 = 0 THEN 'bc:' || j // 2 ELSE 'bc:guest:' || j // 2 END,
+                TIMESTAMPTZ '2025-01-01', DATE '2025-01-01', 'completed', false, '2025-01-01'
+            FROM range({2 * n}) t(j)
+            """
+        )
+        report = resolve_contacts(con)
+        assert (report.personas, report.contacts) == (n, n - n // 20)
+        pair = con.execute(
+            """
+            SELECT c.phone, c.email, c.first_name, c.sources, c.persona_count,
+                   (SELECT phone FROM core.personas WHERE persona_key = 'bc:guest:21')
+            FROM core.personas p JOIN core.contacts c USING (contact_id)
+            WHERE p.persona_key = 'bc:20'
+            """
+        ).fetchone()
+        assert pair[:5] == (pair[5], "customer20@example.com", "First21", ["bc"], 2)
+        assert con.execute(
+            "SELECT count(*) FILTER (WHERE contact_id IS NULL) FROM core.sales"
+        ).fetchone() == (0,)
