@@ -72,6 +72,14 @@ class OpenFiles:
         self.now -= 1
 
 
+def rows_within(meta: pq.FileMetaData, max_bytes: int) -> int:
+    """How many rows of this Parquet file make about `max_bytes` uncompressed (at least 1)."""
+    if meta.num_rows == 0:
+        return 1
+    size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return max(1, int(max_bytes * meta.num_rows // max(size, 1)))
+
+
 class Landing:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -151,14 +159,19 @@ class Landing:
         path = self.data_path(manifest)
         return pq.read_table(path) if path is not None else None
 
-    def read_slices(self, manifest: Manifest, rows: int) -> Iterator[pa.Table]:
-        """The partition's data, `rows` at a time (bounded memory for any partition size)."""
+    def read_slices(
+        self, manifest: Manifest, rows: int, max_bytes: int | None = None
+    ) -> Iterator[pa.Table]:
+        """The partition's data, `rows` at a time, and fewer when its rows are large: about
+        `max_bytes` of uncompressed data per slice (bounded memory for any partition)."""
         path = self.data_path(manifest)
         if path is None:
             return
         # One column chunk at a time on this thread: pre-buffering and reader threads hold
         # whole row groups and thread-local arenas for no gain on day-sized files.
         parquet = pq.ParquetFile(path, pre_buffer=False)
+        if max_bytes is not None:
+            rows = min(rows, rows_within(parquet.metadata, max_bytes))
         for batch in parquet.iter_batches(batch_size=rows, use_threads=False):
             yield pa.Table.from_batches([batch])
 

@@ -40,6 +40,10 @@ TABLE_ORDER = ("core.personas", "core.sales", "core.sale_items", "core.products"
 # (bench: python -m aiq_sync.bench.sql_memory; 25k-row chunks measured no lower).
 CHUNK_ROWS = 50_000
 SLICE_ROWS = 50_000  # rows normalised and merged at once
+# ...and at most about this much landed data per normalised slice: an API record (an order
+# with its line items, ~3 KB of JSON) grows ~10x as Python objects while it is normalised,
+# so 10k orders modified in one day (the 1M-order bench's nightly) took ~190 MB at once.
+SLICE_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -202,7 +206,7 @@ def _load_chunk(
                 report.unreadable.append(f"{label}: {manifest.error}")
                 quarantine.append(_unreadable_quarantine(manifest))
                 continue
-            for raw in landing.read_slices(manifest, SLICE_ROWS):
+            for raw in landing.read_slices(manifest, SLICE_ROWS, SLICE_BYTES):
                 batch = normaliser.normalise(raw, manifest, context)
                 # The slice's transient objects are freed now; without this glibc keeps
                 # their pages and RSS climbs with every partition until the merge.

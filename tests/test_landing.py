@@ -97,3 +97,18 @@ def test_aborting_a_partition_in_parts_removes_every_part(tmp_path: Path) -> Non
     assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, good.data_file]
     current = landing.manifest("bc", "orders", "2026-09-01")
     assert current is not None and landing.read(current).num_rows == 4
+
+
+def test_slices_of_large_records_are_bounded_in_bytes_and_lose_no_row(tmp_path: Path) -> None:
+    landing = Landing(tmp_path)
+    # 1,000 records of ~3 KB (an order with its items) and 1,000 of a few bytes.
+    payloads = [f'{{"id": {i}, "items": "{str(i) * (3000 // len(str(i)))}"}}' for i in range(1000)]
+    big = pa.table({"id": [str(i) for i in range(1000)], "payload": payloads})
+    large = landing.write("bc", "orders", "2026-09-01", big, version="1")
+    small = landing.write("bc", "ids", "2026-09-01", table(1000), version="1")
+    slices = list(landing.read_slices(large, 50_000, max_bytes=300_000))
+    assert len(slices) >= 10
+    assert max(sum(map(len, s["payload"].to_pylist())) for s in slices) <= 300_000
+    assert [i for s in slices for i in s["id"].to_pylist()] == [str(i) for i in range(1000)]
+    # Small rows stay in one slice: the row limit binds first.
+    assert [s.num_rows for s in landing.read_slices(small, 50_000, max_bytes=300_000)] == [1000]
