@@ -44,6 +44,11 @@ SLICE_ROWS = 50_000  # rows normalised and merged at once
 # with its line items, ~3 KB of JSON) grows ~10x as Python objects while it is normalised,
 # so 10k orders modified in one day (the 1M-order bench's nightly) took ~190 MB at once.
 SLICE_BYTES = 8 * 2**20
+# Waiting slices merge at SLICE_ROWS landed rows or this many canonical rows, whichever
+# comes first: one landed record can make many rows (an inventory item one per location,
+# an order a sale and its items), and at 1M orders the nightly's 274k-row inventory merge
+# needed ~100 MB of DuckDB's 128 MB default and sometimes ran out.
+MERGE_ROWS = 150_000
 
 
 @dataclass
@@ -196,7 +201,7 @@ def _load_chunk(
     snapshots: dict[str, str] = {}
     # Normalised slices wait here until about SLICE_ROWS rows are ready, then merge at once.
     pending: list[CanonicalBatch] = []
-    pending_rows = 0
+    pending_rows = pending_canonical = 0
     with warehouse.transaction(con):
         for manifest in chunk:
             quarantine.append(_parse_rejects(landing, manifest))
@@ -213,9 +218,10 @@ def _load_chunk(
                 release_free_heap()
                 pending.append(batch)
                 pending_rows += raw.num_rows
-                if pending_rows >= SLICE_ROWS:
+                pending_canonical += sum(t.num_rows for t in batch.tables.values())
+                if pending_rows >= SLICE_ROWS or pending_canonical >= MERGE_ROWS:
                     _merge_batches(con, pending, report)
-                    pending, pending_rows = [], 0
+                    pending, pending_rows, pending_canonical = [], 0, 0
                 quarantine.append(batch.quarantine)
                 derived.extend(batch.item_derived_sales)
                 report.notes.update(batch.notes)
