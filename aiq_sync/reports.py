@@ -26,6 +26,15 @@ SUMMARY_TABLES = (
 def duplicate_keys(con: Connection, table: str, limit: int = 5) -> tuple[int, list[tuple]]:
     """How many natural keys of `table` have more than one row, and a few examples."""
     keys = ", ".join(NATURAL_KEYS[table])
+    # First over 64-bit hashes of the keys: fixed-size values need a fraction of the memory
+    # of grouping the key strings (3M sale items: passes in 24 MB, where grouping needs over
+    # 40 MB; a 1M-order nightly ran out of the 128 MB default here, after its load). Hashes
+    # can only collide into false duplicates, never hide one: any suspect is counted exactly.
+    suspects = con.execute(
+        f"SELECT count(*) - count(DISTINCT hash({keys})) FROM {table}"
+    ).fetchone()[0]
+    if suspects == 0:
+        return 0, []
     count = con.execute(
         f"SELECT count(*) FROM (SELECT {keys} FROM {table} GROUP BY ALL HAVING count(*) > 1)"
     ).fetchone()[0]
