@@ -39,7 +39,7 @@ TABLE_ORDER = ("core.personas", "core.sales", "core.sale_items", "core.products"
 # merge even under a 128 MB memory_limit; one merge per transaction keeps it flat
 # (bench: python -m aiq_sync.bench.sql_memory; 25k-row chunks measured no lower).
 CHUNK_ROWS = 50_000
-SLICE_ROWS = 50_000  # rows normalised and merged at once
+SLICE_ROWS = 50_000  # landed rows normalised at once, and waiting before a merge
 # ...and at most about this much landed data per normalised slice: an API record (an order
 # with its line items, ~3 KB of JSON) grows ~10x as Python objects while it is normalised,
 # so 10k orders modified in one day (the 1M-order bench's nightly) took ~190 MB at once.
@@ -194,12 +194,13 @@ def _load_chunk(
     report: LoadReport,
 ) -> None:
     """One transaction: partitions are read in slices, normalised, and merged every
-    ~SLICE_ROWS rows, so memory is bounded by a slice, not by a partition or the chunk,
-    and many small partitions still cost few merges."""
+    ~SLICE_ROWS landed or MERGE_ROWS canonical rows, so memory is bounded by a slice, not
+    by a partition or the chunk, and many small partitions still cost few merges."""
     quarantine: list[pa.Table] = []
     derived: list[str] = []
     snapshots: dict[str, str] = {}
-    # Normalised slices wait here until about SLICE_ROWS rows are ready, then merge at once.
+    # Normalised slices wait here until SLICE_ROWS landed or MERGE_ROWS canonical rows are
+    # ready, then merge at once.
     pending: list[CanonicalBatch] = []
     pending_rows = pending_canonical = 0
     with warehouse.transaction(con):
