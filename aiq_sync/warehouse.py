@@ -56,6 +56,35 @@ def prepare(con: Connection, settings: DuckDBSettings | None = None) -> None:
         con.execute("SET temp_directory = ?", [settings.temp_directory])
 
 
+class WarehouseOutOfMemory(RuntimeError):
+    """DuckDB ran out of `duckdb.memory_limit`; the message says what held the memory."""
+
+
+def out_of_memory(con: Connection, exc: duckdb.OutOfMemoryException) -> WarehouseOutOfMemory:
+    """`exc` with what DuckDB held when it ran out (`duckdb_memory()`, by tag) and the
+    config field to raise: the bare DuckDB message names neither."""
+    try:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()
+        held = con.execute(
+            "SELECT tag, memory_usage_bytes, temporary_storage_bytes FROM duckdb_memory() "
+            "WHERE memory_usage_bytes > 0 OR temporary_storage_bytes > 0 "
+            "ORDER BY memory_usage_bytes DESC"
+        ).fetchall()
+    except duckdb.Error:  # the connection itself may be unusable now
+        limit, held = None, []
+    mib = 2**20
+    parts = ", ".join(
+        f"{tag} {used / mib:.1f} MiB" + (f" (+{spilled / mib:.1f} MiB spilled)" if spilled else "")
+        for tag, used, spilled in held
+    )
+    first_line = str(exc).splitlines()[0]
+    return WarehouseOutOfMemory(
+        f"DuckDB ran out of its memory limit ({limit[0] if limit else 'unknown'}): "
+        f"{first_line}. Held: {parts or 'unknown'}. Raise `duckdb.memory_limit` in the "
+        "config, or lower `duckdb.threads` (docs/warehouse.md#memory)."
+    )
+
+
 @contextmanager
 def open_warehouse(
     path: str | Path, *, read_only: bool = False, settings: DuckDBSettings | None = None

@@ -41,6 +41,8 @@ class WarehouseResource(dg.ConfigurableResource):
             con = warehouse.connect(self.database, settings=settings)
             try:
                 yield con
+            except duckdb.OutOfMemoryException as exc:
+                raise warehouse.out_of_memory(con, exc) from exc
             finally:
                 con.close()
 
