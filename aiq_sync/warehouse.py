@@ -61,8 +61,9 @@ class WarehouseOutOfMemory(RuntimeError):
 
 
 def out_of_memory(con: Connection, exc: duckdb.OutOfMemoryException) -> WarehouseOutOfMemory:
-    """`exc` with what DuckDB held when it ran out (`duckdb_memory()`, by tag) and the
-    config field to raise: the bare DuckDB message names neither."""
+    """`exc` with what DuckDB still holds once the failed statement has let go of its own
+    memory (`duckdb_memory()`, by tag: tables, caches, the open transaction's writes), and
+    the config field to raise: the bare DuckDB message names neither."""
     try:
         limit = con.execute("SELECT current_setting('memory_limit')").fetchone()
         held = con.execute(
@@ -80,7 +81,7 @@ def out_of_memory(con: Connection, exc: duckdb.OutOfMemoryException) -> Warehous
     first_line = str(exc).splitlines()[0]
     return WarehouseOutOfMemory(
         f"DuckDB ran out of its memory limit ({limit[0] if limit else 'unknown'}): "
-        f"{first_line}. Held: {parts or 'unknown'}. Raise `duckdb.memory_limit` in the "
+        f"{first_line}. Still held after the failed statement: {parts or 'unknown'}. Raise `duckdb.memory_limit` in the "
         "config, or lower `duckdb.threads` (docs/warehouse.md#memory)."
     )
 

@@ -231,3 +231,27 @@ def test_identity_of_half_a_million_personas_fits_the_default_memory_limit(tmp_p
         assert con.execute(
             "SELECT count(*) FILTER (WHERE contact_id IS NULL) FROM core.sales"
         ).fetchone() == (0,)
+
+
+def test_running_out_of_memory_in_a_step_says_what_duckdb_held_and_what_to_raise(
+    tmp_path: Path,
+) -> None:
+    from assets.resources import WarehouseResource
+
+    resource = WarehouseResource(
+        database=str(tmp_path / "w.duckdb"), memory_limit="64MB", threads=1
+    )
+    with pytest.raises(warehouse.WarehouseOutOfMemory) as caught:
+        with resource.get_connection() as con:
+            warehouse.migrate(con)
+            con.execute("SET temp_directory = ''")  # no spilling: the merge cannot fit
+            with warehouse.transaction(con):
+                warehouse.merge(con, "core.sale_items", sale_items(ROWS), ITEM_KEYS)
+    message = str(caught.value)
+    assert isinstance(caught.value.__cause__, duckdb.OutOfMemoryException)
+    assert f"memory limit ({shown('64MB')})" in message
+    assert "Raise `duckdb.memory_limit` in the config" in message
+    # What the connection still holds, by DuckDB's own tags, e.g. "BASE_TABLE 0.2 MiB".
+    held = message.split("Still held after the failed statement: ")[1]
+    assert any(f"{tag} " in held for tag in ("HASH_TABLE", "BASE_TABLE", "IN_MEMORY_TABLE"))
+    assert " MiB" in held
