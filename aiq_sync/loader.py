@@ -239,16 +239,16 @@ def _load_chunk(
             con, context.source, normaliser.entity, [m.partition_key for m in chunk], rejected
         )
         per_partition = Counter(rejected["partition_key"].to_pylist())
-        for manifest in chunk:
-            warehouse.record_loaded(
-                con,
-                context.source,
-                normaliser.entity,
-                manifest.partition_key,
-                manifest.manifest_id,
-                _rows_read(manifest),
-                per_partition.get(manifest.partition_key, 0),
+        loaded = [
+            warehouse.LoadedPartition(
+                m.partition_key,
+                m.manifest_id,
+                _rows_read(m),
+                per_partition.get(m.partition_key, 0),
             )
+            for m in chunk
+        ]
+        warehouse.record_loaded(con, context.source, normaliser.entity, loaded)
     report.partitions_loaded += len(chunk)
     report.rows_in += sum(_rows_read(m) for m in chunk)
     report.quarantined += rejected.num_rows

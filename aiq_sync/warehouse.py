@@ -81,8 +81,9 @@ def out_of_memory(con: Connection, exc: duckdb.OutOfMemoryException) -> Warehous
     first_line = str(exc).splitlines()[0]
     return WarehouseOutOfMemory(
         f"DuckDB ran out of its memory limit ({limit[0] if limit else 'unknown'}): "
-        f"{first_line}. Still held after the failed statement: {parts or 'unknown'}. Raise `duckdb.memory_limit` in the "
-        "config, or lower `duckdb.threads` (docs/warehouse.md#memory)."
+        f"{first_line}. Still held after the failed statement: {parts or 'unknown'}. "
+        "Raise `duckdb.memory_limit` in the config, or lower `duckdb.threads` "
+        "(docs/warehouse.md#memory)."
     )
 
 
@@ -339,23 +340,45 @@ def loaded_manifests(con: Connection, source: str, entity: str) -> dict[str, str
     )
 
 
+@dataclass(frozen=True)
+class LoadedPartition:
+    partition_key: str
+    manifest_id: str
+    rows_in: int
+    rows_quarantined: int
+
+
 def record_loaded(
-    con: Connection,
-    source: str,
-    entity: str,
-    partition_key: str,
-    manifest_id: str,
-    rows_in: int,
-    rows_quarantined: int,
+    con: Connection, source: str, entity: str, partitions: Sequence[LoadedPartition]
 ) -> None:
-    con.execute(
-        "DELETE FROM ops.loaded_partitions WHERE source = ? AND entity = ? AND partition_key = ?",
-        [source, entity, partition_key],
+    """Note what is loaded now, one statement for a whole chunk: one pair per partition
+    cost ~1.2 ms, ~4 s for the ~3,700 day partitions of a 730-day back-fill."""
+    if not partitions:
+        return
+    rows = pa.table(
+        {
+            "source": [source] * len(partitions),
+            "entity": [entity] * len(partitions),
+            "partition_key": [p.partition_key for p in partitions],
+            "manifest_id": [p.manifest_id for p in partitions],
+            "rows_in": pa.array([p.rows_in for p in partitions], pa.int64()),
+            "rows_quarantined": pa.array([p.rows_quarantined for p in partitions], pa.int64()),
+        }
     )
-    con.execute(
-        "INSERT INTO ops.loaded_partitions VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [source, entity, partition_key, manifest_id, rows_in, rows_quarantined, datetime.now(UTC)],
-    )
+    con.register("_loaded_now", rows)
+    try:
+        con.execute(
+            "DELETE FROM ops.loaded_partitions AS l USING _loaded_now AS n "
+            "WHERE l.source = n.source AND l.entity = n.entity "
+            "AND l.partition_key = n.partition_key"
+        )
+        con.execute(
+            "INSERT INTO ops.loaded_partitions SELECT source, entity, partition_key, "
+            "manifest_id, rows_in, rows_quarantined, ? FROM _loaded_now",
+            [datetime.now(UTC)],
+        )
+    finally:
+        con.unregister("_loaded_now")
 
 
 def refresh_sale_totals(con: Connection, sale_keys: Sequence[str]) -> None:

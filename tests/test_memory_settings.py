@@ -241,12 +241,11 @@ def test_running_out_of_memory_in_a_step_says_what_duckdb_held_and_what_to_raise
     resource = WarehouseResource(
         database=str(tmp_path / "w.duckdb"), memory_limit="64MB", threads=1
     )
-    with pytest.raises(warehouse.WarehouseOutOfMemory) as caught:
-        with resource.get_connection() as con:
-            warehouse.migrate(con)
-            con.execute("SET temp_directory = ''")  # no spilling: the merge cannot fit
-            with warehouse.transaction(con):
-                warehouse.merge(con, "core.sale_items", sale_items(ROWS), ITEM_KEYS)
+    with pytest.raises(warehouse.WarehouseOutOfMemory) as caught, resource.get_connection() as con:
+        warehouse.migrate(con)
+        con.execute("SET temp_directory = ''")  # no spilling: the merge cannot fit
+        with warehouse.transaction(con):
+            warehouse.merge(con, "core.sale_items", sale_items(ROWS), ITEM_KEYS)
     message = str(caught.value)
     assert isinstance(caught.value.__cause__, duckdb.OutOfMemoryException)
     assert f"memory limit ({shown('64MB')})" in message

@@ -130,3 +130,25 @@ def test_an_older_row_loaded_later_fills_blanks_but_changes_nothing_else(tmp_pat
                 con.execute("SELECT name, brand, _version FROM core.products").fetchall()
             )
     assert results[0] == results[1] == [("New", "Acme", "2")]
+
+
+def test_recording_a_reloaded_chunk_keeps_one_row_per_partition(tmp_path: Path) -> None:
+    LP = warehouse.LoadedPartition
+    with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
+        warehouse.record_loaded(
+            con, "bc", "orders", [LP("2026-01-01", "m1", 10, 0), LP("2026-01-02", "m2", 5, 1)]
+        )
+        warehouse.record_loaded(con, "bc", "customers", [LP("2026-01-01", "c1", 3, 0)])
+        # Day 2 re-landed and re-loaded with day 3: day 2 is replaced, not added.
+        warehouse.record_loaded(
+            con, "bc", "orders", [LP("2026-01-02", "m2b", 6, 0), LP("2026-01-03", "m3", 7, 2)]
+        )
+        warehouse.record_loaded(con, "bc", "orders", [])
+        assert warehouse.loaded_manifests(con, "bc", "orders") == {
+            "2026-01-01": "m1", "2026-01-02": "m2b", "2026-01-03": "m3"
+        }  # fmt: skip
+        assert warehouse.loaded_manifests(con, "bc", "customers") == {"2026-01-01": "c1"}
+        assert con.execute(
+            "SELECT rows_in, rows_quarantined FROM ops.loaded_partitions "
+            "WHERE entity = 'orders' ORDER BY partition_key"
+        ).fetchall() == [(10, 0), (6, 0), (7, 2)]
