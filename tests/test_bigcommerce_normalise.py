@@ -341,3 +341,36 @@ def test_the_store_time_zone_is_recorded_in_sync_state(tmp_path: Path) -> None:
         load_source(con, landing, StoreNormaliser(), CTX)
         assert warehouse.get_state(con, "bc", "store", "timezone") == "America/Chicago"
         assert warehouse.get_state(con, "bc", "store", "plan_level") == "Standard"
+
+
+def test_v2_dates_parse_the_same_on_the_fast_path_as_with_email_utils() -> None:
+    """BigCommerce's own date shape skips email.utils; every other shape still reaches it,
+    and both give the same instant and offset."""
+    import email.utils
+    import random
+    from datetime import timedelta, timezone
+
+    from connectors.bigcommerce.models import _fast_rfc2822, parse_rfc2822
+
+    rng = random.Random(3)
+    for _ in range(5_000):
+        moment = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 10**9))
+        offset = timedelta(minutes=rng.choice([0, -300, 330, -480, 60, -210, 845]))
+        text = email.utils.format_datetime(moment.astimezone(timezone(offset)))
+        fast = _fast_rfc2822(text)
+        assert fast is not None, text
+        assert (fast, fast.utcoffset()) == (moment, offset), text
+    # Other shapes take the general path and keep its answers (and its errors).
+    assert parse_rfc2822("Wed, 10 Jan 18 21:05:30 +0000") == datetime(
+        2018, 1, 10, 21, 5, 30, tzinfo=UTC
+    )
+    assert parse_rfc2822("Wed, 10 Jan 2018 21:05:30 -0000") == datetime(
+        2018, 1, 10, 21, 5, 30, tzinfo=UTC
+    )
+    assert parse_rfc2822("10 Jan 2018 16:05:30 -0500") == datetime(
+        2018, 1, 10, 21, 5, 30, tzinfo=UTC
+    )
+    for bad in ("Wed, 31 Feb 2018 21:05:30 +0000", "Wed, 10 Jan 2018 21:05:30 +2400", "yesterday"):
+        assert _fast_rfc2822(bad) is None
+        with pytest.raises(ValueError, match="is not an RFC-2822 date"):
+            parse_rfc2822(bad)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -32,8 +32,41 @@ from aiq_sync.normalise import check_amount
 # ------------------------------------------------------------------------------ field types
 
 
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul",
+                                         "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}  # fmt: skip
+_WEEKDAYS = {"Mon,", "Tue,", "Wed,", "Thu,", "Fri,", "Sat,", "Sun,"}
+_OFFSETS: dict[str, timezone] = {"+0000": UTC}
+
+
+def _fast_rfc2822(value: str) -> datetime | None:
+    """The exact shape BigCommerce sends (`Wed, 10 Jan 2018 21:05:30 +0000`) in ~1 us
+    instead of email.utils' ~3 us (two per order); None for anything else, which then goes
+    through email.utils (two-digit years, named zones, `-0000`...)."""
+    parts = value.split(" ")
+    if len(parts) != 6 or parts[0] not in _WEEKDAYS or (month := _MONTHS.get(parts[2])) is None:
+        return None
+    day, year, clock, offset = parts[1], parts[3], parts[4], parts[5]
+    if not (len(year) == 4 and len(clock) == 8 and len(offset) == 5 and offset[0] in "+-"):
+        return None
+    if offset == "-0000" or not (day + year + offset[1:]).isdigit():
+        return None
+    hour, minute, second = clock.split(":") if clock.count(":") == 2 else ("x", "", "")
+    if not (hour + minute + second).isdigit():
+        return None
+    try:
+        zone = _OFFSETS.get(offset)
+        if zone is None:
+            delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:]))
+            zone = _OFFSETS.setdefault(offset, timezone(-delta if offset[0] == "-" else delta))
+        return datetime(int(year), month, int(day), int(hour), int(minute), int(second), 0, zone)
+    except ValueError:
+        return None  # e.g. 31 Feb or +2400: email.utils words the error
+
+
 def parse_rfc2822(value: Any) -> datetime:
     """`Wed, 10 Jan 2018 21:05:30 +0000` -> aware datetime (naive input taken as UTC)."""
+    if isinstance(value, str) and (fast := _fast_rfc2822(value)) is not None:
+        return fast
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str) and value.strip():
@@ -53,6 +86,15 @@ def _rfc2822_or_none(value: Any) -> datetime | None:
 
 
 def _money(value: Any) -> Decimal | None:
+    if type(value) is str and value and not value[0].isspace() and not value[-1].isspace():
+        # The v2 common case ("361.9500") first: ~1.2M calls per 50k orders.
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not an amount") from None
+        if not amount.is_finite():
+            raise ValueError(f"{value!r} is not an amount")
+        return check_amount(amount, value)
     if value is None or isinstance(value, bool):
         if value is None:
             return None
