@@ -254,3 +254,42 @@ def test_running_out_of_memory_in_a_step_says_what_duckdb_held_and_what_to_raise
     held = message.split("Still held after the failed statement: ")[1]
     assert any(f"{tag} " in held for tag in ("HASH_TABLE", "BASE_TABLE", "IN_MEMORY_TABLE"))
     assert " MiB" in held
+
+
+def test_identity_components_of_two_million_personas_fit_the_default_memory_limit(
+    tmp_path: Path,
+) -> None:
+    # The identity step's first query (which personas share a phone or an e-mail) counted
+    # every key in a window and ran out of 128 MB at 2M personas. Only the components step
+    # runs here: the whole resolution of 2M personas takes ~30 s.
+    from aiq_sync.identity import _components
+
+    n = 2_000_000
+    with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
+        # Customers even, guests odd (the 1M-order bench's mix); guest 20k+1 uses the e-mail
+        # of customer 20k; phones are all distinct.
+        con.execute(
+            f"""
+            INSERT INTO core.personas (persona_key, source, source_type, src_id, first_name,
+                last_name, email, phone, updated_at, _version)
+            SELECT CASE WHEN i % 2 = 0 THEN 'bc:' || i ELSE 'bc:guest:' || i END, 'bc',
+                'bigcommerce', i::VARCHAR, 'First' || i,
+                'Last' || (i % 7919),
+                'customer' || CASE WHEN i % 20 = 1 THEN i - 1 ELSE i END || '@example.com',
+                '+1916' || lpad(((i * 7919) % 9999999)::VARCHAR, 7, '0'),
+                TIMESTAMPTZ '2024-01-01' + to_seconds(i * 97), '2025-01-01|2026-12-07'
+            FROM range({n}) t(i)
+            """
+        )
+        with warehouse.transaction(con):  # as resolve_contacts runs it
+            _components(con)
+            assert con.execute("SELECT count(DISTINCT comp) FROM id_components").fetchone() == (
+                n - n // 20,
+            )
+            comps = dict(
+                con.execute(
+                    "SELECT persona_key, comp FROM id_components "
+                    "WHERE persona_key IN ('bc:1999980', 'bc:guest:1999981', 'bc:1999982')"
+                ).fetchall()
+            )
+            assert comps["bc:1999980"] == comps["bc:guest:1999981"] != comps["bc:1999982"]
