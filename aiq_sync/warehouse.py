@@ -65,14 +65,16 @@ def out_of_memory(con: Connection, exc: duckdb.OutOfMemoryException) -> Warehous
     memory (`duckdb_memory()`, by tag: tables, caches, the open transaction's writes), and
     the config field to raise: the bare DuckDB message names neither."""
     try:
+        unread = "nothing"
         limit = con.execute("SELECT current_setting('memory_limit')").fetchone()
         held = con.execute(
             "SELECT tag, memory_usage_bytes, temporary_storage_bytes FROM duckdb_memory() "
             "WHERE memory_usage_bytes > 0 OR temporary_storage_bytes > 0 "
             "ORDER BY memory_usage_bytes DESC"
         ).fetchall()
-    except duckdb.Error:  # the connection itself may be unusable now
+    except duckdb.Error as failed:  # too full even for this query, or the connection broke
         limit, held = None, []
+        unread = f"unknown (duckdb_memory() failed too: {str(failed).splitlines()[0]})"
     mib = 2**20
     parts = ", ".join(
         f"{tag} {used / mib:.1f} MiB" + (f" (+{spilled / mib:.1f} MiB spilled)" if spilled else "")
@@ -81,7 +83,7 @@ def out_of_memory(con: Connection, exc: duckdb.OutOfMemoryException) -> Warehous
     first_line = str(exc).splitlines()[0]
     return WarehouseOutOfMemory(
         f"DuckDB ran out of its memory limit ({limit[0] if limit else 'unknown'}): "
-        f"{first_line}. Still held after the failed statement: {parts or 'unknown'}. "
+        f"{first_line}. Still held after the failed statement: {parts or unread}. "
         "Raise `duckdb.memory_limit` in the config, or lower `duckdb.threads` "
         "(docs/warehouse.md#memory)."
     )
