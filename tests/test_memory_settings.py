@@ -187,26 +187,31 @@ def test_a_persona_batch_with_few_repeats_merges_in_64mb_on_two_threads(tmp_path
     assert rows["pos:C0791900"] == ("First100", "customer100@example.com")
 
 
+def insert_bench_personas(con: warehouse.Connection, n: int) -> None:
+    """n personas shaped like the 1M-order bench's: customers even, guests odd; one guest in
+    ten uses the e-mail of the customer before it, later (so its phone and name win for
+    that contact); phones all distinct."""
+    con.execute(
+        f"""
+        INSERT INTO core.personas (persona_key, source, source_type, src_id, first_name,
+            last_name, email, phone, updated_at, _version)
+        SELECT CASE WHEN i % 2 = 0 THEN 'bc:' || i ELSE 'bc:guest:' || i END, 'bc',
+            'bigcommerce', i::VARCHAR, 'First' || i, 'Last' || (i % 7919),
+            'customer' || CASE WHEN i % 20 = 1 THEN i - 1 ELSE i END || '@example.com',
+            '+1916' || lpad(((i * 7919) % 9999999)::VARCHAR, 7, '0'),
+            TIMESTAMPTZ '2024-01-01' + to_seconds(i * 97), '2025-01-01|2026-12-07'
+        FROM range({n}) t(i)
+        """
+    )
+
+
 def test_identity_of_half_a_million_personas_fits_the_default_memory_limit(tmp_path: Path) -> None:
     # The 1M-order bench's warehouse: 500k personas (customers and guests), 1M sales. At the
     # default 128 MB, picking contact fields with arg_max over strings plus list(DISTINCT)
     # in one GROUP BY ran out of memory (those states cannot spill).
     n = 500_000
     with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
-        # Customers are even, guests odd; one guest in ten uses the e-mail of the customer
-        # before it, later (so its phone and name win for that contact).
-        con.execute(
-            f"""
-            INSERT INTO core.personas (persona_key, source, source_type, src_id, first_name,
-                last_name, email, phone, updated_at, _version)
-            SELECT CASE WHEN i % 2 = 0 THEN 'bc:' || i ELSE 'bc:guest:' || i END, 'bc',
-                'bigcommerce', i::VARCHAR, 'First' || i, 'Last' || (i % 7919),
-                'customer' || CASE WHEN i % 20 = 1 THEN i - 1 ELSE i END || '@example.com',
-                '+1916' || lpad(((i * 7919) % 9999999)::VARCHAR, 7, '0'),
-                TIMESTAMPTZ '2024-01-01' + to_seconds(i * 97), '2025-01-01|2026-12-07'
-            FROM range({n}) t(i)
-            """
-        )
+        insert_bench_personas(con, n)
         con.execute(
             f"""
             INSERT INTO core.sales (sale_key, source, src_sale_id, persona_key, sold_at,
@@ -266,21 +271,7 @@ def test_identity_components_of_two_million_personas_fit_the_default_memory_limi
 
     n = 2_000_000
     with warehouse.open_warehouse(tmp_path / "w.duckdb") as con:
-        # Customers even, guests odd (the 1M-order bench's mix); guest 20k+1 uses the e-mail
-        # of customer 20k; phones are all distinct.
-        con.execute(
-            f"""
-            INSERT INTO core.personas (persona_key, source, source_type, src_id, first_name,
-                last_name, email, phone, updated_at, _version)
-            SELECT CASE WHEN i % 2 = 0 THEN 'bc:' || i ELSE 'bc:guest:' || i END, 'bc',
-                'bigcommerce', i::VARCHAR, 'First' || i,
-                'Last' || (i % 7919),
-                'customer' || CASE WHEN i % 20 = 1 THEN i - 1 ELSE i END || '@example.com',
-                '+1916' || lpad(((i * 7919) % 9999999)::VARCHAR, 7, '0'),
-                TIMESTAMPTZ '2024-01-01' + to_seconds(i * 97), '2025-01-01|2026-12-07'
-            FROM range({n}) t(i)
-            """
-        )
+        insert_bench_personas(con, n)  # guest 20k+1 shares customer 20k's e-mail
         with warehouse.transaction(con):  # as resolve_contacts runs it
             _components(con)
             assert con.execute("SELECT count(DISTINCT comp) FROM id_components").fetchone() == (
