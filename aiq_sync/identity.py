@@ -412,7 +412,6 @@ def _link_personas_and_sales(con: Connection, report: IdentityReport) -> None:
 def _drop_temp(con: Connection) -> None:
     for name in (
         "id_nodes",
-        "id_keyed",
         "id_edges",
         "id_labels",
         "id_components",

@@ -64,8 +64,8 @@ def out_of_memory(con: Connection, exc: duckdb.OutOfMemoryException) -> Warehous
     """`exc` with what DuckDB still holds once the failed statement has let go of its own
     memory (`duckdb_memory()`, by tag: tables, caches, the open transaction's writes), and
     the config field to raise: the bare DuckDB message names neither."""
+    unread = "nothing"
     try:
-        unread = "nothing"
         limit = con.execute("SELECT current_setting('memory_limit')").fetchone()
         held = con.execute(
             "SELECT tag, memory_usage_bytes, temporary_storage_bytes FROM duckdb_memory() "

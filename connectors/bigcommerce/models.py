@@ -50,8 +50,8 @@ def _fast_rfc2822(value: str) -> datetime | None:
         return None
     if offset == "-0000" or not (day + year + offset[1:]).isdigit():
         return None
-    hour, minute, second = clock.split(":") if clock.count(":") == 2 else ("x", "", "")
-    if not (hour + minute + second).isdigit():
+    hour, minute, second = clock[0:2], clock[3:5], clock[6:8]
+    if clock[2] != ":" or clock[5] != ":" or not (hour + minute + second).isdigit():
         return None
     try:
         zone = _OFFSETS.get(offset)
@@ -86,30 +86,21 @@ def _rfc2822_or_none(value: Any) -> datetime | None:
 
 
 def _money(value: Any) -> Decimal | None:
-    if type(value) is str and value and not value[0].isspace() and not value[-1].isspace():
-        # The v2 common case ("361.9500") first: ~1.2M calls per 50k orders.
+    # Strings first: v2 money ("361.9500") is ~1.2M calls per 50k orders.
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
         try:
-            amount = Decimal(value)
+            amount = Decimal(text)
         except InvalidOperation:
             raise ValueError(f"{value!r} is not an amount") from None
-        if not amount.is_finite():
-            raise ValueError(f"{value!r} is not an amount")
-        return check_amount(amount, value)
-    if value is None or isinstance(value, bool):
-        if value is None:
-            return None
-        raise ValueError(f"{value!r} is not an amount")
-    if isinstance(value, Decimal):
+    elif value is None:
+        return None
+    elif isinstance(value, Decimal):
         amount = value
-    elif isinstance(value, int | float):
+    elif isinstance(value, int | float) and not isinstance(value, bool):
         amount = Decimal(str(value))
-    elif isinstance(value, str):
-        if not value.strip():
-            return None
-        try:
-            amount = Decimal(value.strip())
-        except InvalidOperation:
-            raise ValueError(f"{value!r} is not an amount") from None
     else:
         raise ValueError(f"{value!r} is not an amount")
     if not amount.is_finite():
