@@ -81,17 +81,26 @@ class IdentityReport:
 
 
 def resolve_contacts(con: Connection, *, now: datetime | None = None) -> IdentityReport:
-    """Rebuild core.contacts from core.personas (one transaction) and link personas and sales.
+    """Rebuild core.contacts from core.personas and link personas and sales (one transaction).
+
+    The working tables are planned first, outside the transaction, and only the writes run
+    inside it: DuckDB keeps a transaction's temp tables, dropped ones included, in memory until
+    commit, and planning inside it ran a nightly at 500k personas out of the 128 MB default.
+    Planning only reads the warehouse, and the caller is its single writer.
 
     Idempotent: a second call with no new personas changes no row.
     """
     now = now or datetime.now(UTC)
     report = IdentityReport()
-    with warehouse.transaction(con):
+    try:
         report.passes = _components(con)
-        _assign_ids(con, now, report)
-        _write_contacts(con, report)
-        _link_personas_and_sales(con, report)
+        ids = _plan_ids(con, report)
+        _plan_contacts(con, report)
+        with warehouse.transaction(con):
+            _apply_ids(con, now, report, ids)
+            _write_contacts(con)
+            _link_personas_and_sales(con, report)
+    finally:
         _drop_temp(con)
     report.personas, report.anonymous_personas = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE contact_id IS NULL) FROM core.personas"
@@ -106,7 +115,8 @@ def _has_pii(alias: str = "p") -> str:
 
 
 def _components(con: Connection) -> int:
-    """id_components(persona_key, node, comp): comp is the smallest node of the component."""
+    """id_components(node, comp): comp is the smallest node of the component; id_nodes maps
+    each node to its persona_key (nodes are numbered in persona_key order)."""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE id_nodes AS
@@ -164,28 +174,36 @@ def _components(con: Connection) -> int:
         ).fetchone()[0]
         if not changed:
             break
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE id_components AS
-        SELECT n.persona_key, n.node, l.label AS comp
-        FROM id_nodes n JOIN id_labels l USING (node)
-        """
-    )
+    # The labels are the components: renamed, not copied (no persona_key in them; every
+    # working table below is keyed by the integer node, see _drop_temp).
+    con.execute("DROP TABLE id_edges")
+    con.execute("ALTER TABLE id_labels RENAME TO id_components")
+    con.execute("ALTER TABLE id_components RENAME COLUMN label TO comp")
     return passes
 
 
-def _assign_ids(con: Connection, now: datetime, report: IdentityReport) -> None:
-    """id_assigned(persona_key, contact_id) from the components and the remembered ids."""
+@dataclass(frozen=True)
+class _IdPlan:
+    last_issued: int
+    highest: int | None
+
+
+def _plan_ids(con: Connection, report: IdentityReport) -> _IdPlan:
+    """id_assigned(node, contact_id) from the components and the remembered ids; the merges
+    into report.merged and the count of personas whose contact changes."""
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_winners AS
         WITH votes AS (
-            SELECT k.contact_id AS old_id, c.comp, count(*) AS n, min(c.persona_key) AS first_key
-            FROM id_components c JOIN core.contact_keys k USING (persona_key)
+            -- min(node) is the smallest persona_key: nodes are numbered in that order.
+            SELECT k.contact_id AS old_id, c.comp, count(*) AS n, min(c.node) AS first_node
+            FROM id_components c
+            JOIN id_nodes n USING (node)
+            JOIN core.contact_keys k USING (persona_key)
             GROUP BY k.contact_id, c.comp
         )
         SELECT old_id, comp FROM votes
-        QUALIFY row_number() OVER (PARTITION BY old_id ORDER BY n DESC, first_key) = 1
+        QUALIFY row_number() OVER (PARTITION BY old_id ORDER BY n DESC, first_node) = 1
         """
     )
     con.execute(
@@ -217,12 +235,10 @@ def _assign_ids(con: Connection, now: datetime, report: IdentityReport) -> None:
         [last_issued],
     )
     highest = con.execute("SELECT max(contact_id) FROM id_comp_ids").fetchone()[0]
-    if highest is not None and highest > last_issued:
-        warehouse.set_state(con, *STATE, str(highest))
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_assigned AS
-        SELECT c.persona_key, i.contact_id
+        SELECT c.node, i.contact_id
         FROM id_components c JOIN id_comp_ids i USING (comp)
         """
     )
@@ -233,27 +249,36 @@ def _assign_ids(con: Connection, now: datetime, report: IdentityReport) -> None:
         """
     ).fetchall()
     report.merged = [(int(a), int(b)) for a, b in merged]
-    if merged:
-        _retire(con, report.merged, now)
+    # From here on only id_nodes and id_assigned are needed.
+    _drop_temp(con, keep=("id_nodes", "id_assigned"))
     report.reassigned_personas = con.execute(
         """
         SELECT count(*) FROM (
-            SELECT persona_key, contact_id FROM id_assigned
+            SELECT n.persona_key, a.contact_id FROM id_assigned a JOIN id_nodes n USING (node)
             EXCEPT SELECT persona_key, contact_id FROM core.contact_keys)
         """
     ).fetchone()[0]
+    return _IdPlan(last_issued, highest)
+
+
+def _apply_ids(con: Connection, now: datetime, report: IdentityReport, plan: _IdPlan) -> None:
+    """Record the planned ids: the highest issued, the merges, core.contact_keys."""
+    if plan.highest is not None and plan.highest > plan.last_issued:
+        warehouse.set_state(con, *STATE, str(plan.highest))
+    if report.merged:
+        _retire(con, report.merged, now)
     con.execute(
         """
         DELETE FROM core.contact_keys k WHERE NOT EXISTS (
-            SELECT 1 FROM id_assigned a
-            WHERE a.persona_key = k.persona_key AND a.contact_id = k.contact_id)
+            SELECT 1 FROM id_assigned a JOIN id_nodes n USING (node)
+            WHERE n.persona_key = k.persona_key AND a.contact_id = k.contact_id)
         """
     )
     con.execute(
         """
         INSERT INTO core.contact_keys
-        SELECT a.persona_key, a.contact_id, ? FROM id_assigned a
-        WHERE NOT EXISTS (SELECT 1 FROM core.contact_keys k WHERE k.persona_key = a.persona_key)
+        SELECT n.persona_key, a.contact_id, ? FROM id_assigned a JOIN id_nodes n USING (node)
+        WHERE NOT EXISTS (SELECT 1 FROM core.contact_keys k WHERE k.persona_key = n.persona_key)
         """,
         [now],
     )
@@ -288,72 +313,115 @@ def _retire(con: Connection, merged: list[tuple[int, int]], now: datetime) -> No
     log.info("identity: %d contact(s) merged into others: %s", len(merged), merged[:10])
 
 
-def _write_contacts(con: Connection, report: IdentityReport) -> None:
-    """Diff-apply core.contacts so unchanged rows are not rewritten (and changes are counted).
+def _plan_contacts(con: Connection, report: IdentityReport) -> None:
+    """id_contact_changes: the contacts to insert or rewrite (unchanged rows are not
+    rewritten), and id_grouped: every contact that remains. Counts the changes.
 
     Field choice when personas disagree: phone, e-mail and name come from the most recently
     updated persona that has one; the birth date is the latest (youngest) claimed, so the
     age rule errs on the side of exclusion. The favourite store is carried over (its own
     step recomputes it).
     """
-    cols = ", ".join(CONTACT_COLUMNS)
-    # Recency as one BIGINT rank (the most recently updated persona highest; no date: lowest;
-    # ties by key), computed by a spillable sort. Each field's winner is then found as the
-    # highest rank among the contact's personas that have it, and joined back by rank.
-    # Aggregates keep integers only, because DuckDB cannot spill aggregate states that own
-    # strings or lists: `arg_max(phone, recency)` and friends plus `list(DISTINCT source)`
-    # in one GROUP BY ran out of the 128 MB default at 500k personas (the 1M-order bench),
-    # though each alone fitted. (Ordered first() buffers every group's rows and cannot
-    # spill at all.) The old favourite store is joined after grouping.
-    named = "FILTER (WHERE first_name IS NOT NULL OR last_name IS NOT NULL)"
+    # Working tables hold integers and flags; the contact rows are built in steps of one or
+    # two joins each, so every step can spill. Aggregates keep integers too: DuckDB cannot
+    # spill aggregate states that own strings or lists (`arg_max(phone, recency)` plus
+    # `list(DISTINCT source)` over every contact ran out of the 128 MB default at 500k
+    # personas), so the source lists are aggregated for multi-persona contacts only.
+    #
+    # Recency is one BIGINT rank (the most recently updated persona highest; no date: lowest;
+    # ties by key, which node order is), from a spillable sort. Each field's winner is the
+    # highest rank among the contact's personas that have it.
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_ranked AS
-        SELECT a.contact_id, p.phone, lower(p.email) AS email, p.first_name, p.last_name,
-               p.birth_date, p.source, p.source_type,
+        SELECT a.contact_id, a.node,
                row_number() OVER (
-                   ORDER BY coalesce(p.updated_at, '-infinity'::TIMESTAMPTZ), p.persona_key
-               ) AS recency
+                   ORDER BY coalesce(p.updated_at, '-infinity'::TIMESTAMPTZ), a.node
+               ) AS recency,
+               p.phone IS NOT NULL AS has_phone, p.email IS NOT NULL AS has_email,
+               (p.first_name IS NOT NULL OR p.last_name IS NOT NULL) AS has_name,
+               p.birth_date
         FROM id_assigned a
+        JOIN id_nodes n USING (node)
         JOIN core.personas p USING (persona_key)
         """
     )
     con.execute(
-        f"""
+        """
+        CREATE OR REPLACE TEMP TABLE id_grouped AS
+        SELECT contact_id,
+               max(recency) FILTER (WHERE has_phone) AS phone_rank,
+               max(recency) FILTER (WHERE has_email) AS email_rank,
+               max(recency) FILTER (WHERE has_name) AS name_rank,
+               max(birth_date) AS birth_date,
+               count(*)::INTEGER AS persona_count,
+               min(node) AS first_node
+        FROM id_ranked
+        GROUP BY contact_id
+        """
+    )
+    persona = "JOIN id_nodes n USING (node) JOIN core.personas p USING (persona_key)"
+    # Most contacts are one persona: its fields are the contact's.
+    con.execute(
+        """
         CREATE OR REPLACE TEMP TABLE id_next_contacts AS
-        WITH grouped AS (
-            SELECT contact_id,
-                   max(recency) FILTER (WHERE phone IS NOT NULL) AS phone_rank,
-                   max(recency) FILTER (WHERE email IS NOT NULL) AS email_rank,
-                   max(recency) {named} AS name_rank,
-                   max(birth_date) AS birth_date,
-                   count(*)::INTEGER AS persona_count
-            FROM id_ranked
-            GROUP BY contact_id
-        ), origins AS (
+        SELECT g.contact_id, p.phone, lower(p.email) AS email, p.first_name, p.last_name,
+               g.birth_date, [p.source] AS sources, [p.source_type] AS sourced_from,
+               g.persona_count
+        FROM (SELECT * FROM id_grouped WHERE persona_count = 1) g
+        JOIN id_nodes n ON n.node = g.first_node
+        JOIN core.personas p USING (persona_key)
+        """
+    )
+    # The others: each field from the persona that won it, found by rank.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE id_multi_ranked AS
+        SELECT r.contact_id, r.recency, p.phone, lower(p.email) AS email, p.first_name,
+               p.last_name, p.source, p.source_type
+        FROM id_ranked r {persona}
+        WHERE r.contact_id IN (SELECT contact_id FROM id_grouped WHERE persona_count > 1)
+        """
+    )
+    con.execute(
+        """
+        INSERT INTO id_next_contacts
+        WITH origins AS (
             -- One row per contact and source first, so each list holds a few short strings.
             SELECT contact_id,
                    list_sort(list(source)) AS sources,
                    list_sort(list_distinct(list(source_type))) AS sourced_from
-            FROM (SELECT DISTINCT contact_id, source, source_type FROM id_ranked)
+            FROM (SELECT DISTINCT contact_id, source, source_type FROM id_multi_ranked)
             GROUP BY contact_id
         )
         SELECT g.contact_id, ph.phone, em.email, nm.first_name, nm.last_name, g.birth_date,
-               old.favorite_store_id, o.sources, o.sourced_from, g.persona_count
-        FROM grouped g
+               o.sources, o.sourced_from, g.persona_count
+        FROM (SELECT * FROM id_grouped WHERE persona_count > 1) g
         JOIN origins o USING (contact_id)
-        LEFT JOIN id_ranked ph ON ph.recency = g.phone_rank
-        LEFT JOIN id_ranked em ON em.recency = g.email_rank
-        LEFT JOIN id_ranked nm ON nm.recency = g.name_rank
-        LEFT JOIN core.contacts old ON old.contact_id = g.contact_id
+        LEFT JOIN id_multi_ranked ph ON ph.recency = g.phone_rank
+        LEFT JOIN id_multi_ranked em ON em.recency = g.email_rank
+        LEFT JOIN id_multi_ranked nm ON nm.recency = g.name_rank
         """
+    )
+    con.execute("DROP TABLE id_ranked")
+    con.execute("DROP TABLE id_multi_ranked")
+    # Compared by key, not with EXCEPT (which hashes whole rows, lists included); the
+    # favourite store is carried over from the stored row.
+    differs = " OR ".join(
+        f"n.{c} IS DISTINCT FROM old.{c}" for c in CONTACT_COLUMNS[1:] if c != "favorite_store_id"
+    )
+    columns = ", ".join(
+        "old.favorite_store_id" if c == "favorite_store_id" else f"n.{c}" for c in CONTACT_COLUMNS
     )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE id_contact_changes AS
-        SELECT {cols} FROM id_next_contacts EXCEPT SELECT {cols} FROM core.contacts
+        SELECT {columns} FROM id_next_contacts n
+        LEFT JOIN core.contacts old USING (contact_id)
+        WHERE old.contact_id IS NULL OR {differs}
         """
     )
+    con.execute("DROP TABLE id_next_contacts")
     report.new_contacts, report.updated_contacts = con.execute(
         """
         SELECT count(*) FILTER (WHERE contact_id NOT IN (SELECT contact_id FROM core.contacts)),
@@ -363,12 +431,17 @@ def _write_contacts(con: Connection, report: IdentityReport) -> None:
     ).fetchone()
     report.removed_contacts = con.execute(
         "SELECT count(*) FROM core.contacts "
-        "WHERE contact_id NOT IN (SELECT contact_id FROM id_next_contacts)"
+        "WHERE contact_id NOT IN (SELECT contact_id FROM id_grouped)"
     ).fetchone()[0]
+
+
+def _write_contacts(con: Connection) -> None:
+    """Apply the planned contact changes."""
+    cols = ", ".join(CONTACT_COLUMNS)
     con.execute(
         """
         DELETE FROM core.contacts
-        WHERE contact_id NOT IN (SELECT contact_id FROM id_next_contacts)
+        WHERE contact_id NOT IN (SELECT contact_id FROM id_grouped)
            OR contact_id IN (SELECT contact_id FROM id_contact_changes)
         """
     )
@@ -409,19 +482,26 @@ def _link_personas_and_sales(con: Connection, report: IdentityReport) -> None:
     ).fetchone()[0]
 
 
-def _drop_temp(con: Connection) -> None:
-    for name in (
-        "id_nodes",
-        "id_edges",
-        "id_labels",
-        "id_components",
-        "id_winners",
-        "id_kept",
-        "id_comp_ids",
-        "id_assigned",
-        "id_ranked",
-        "id_retired",
-        "id_next_contacts",
-        "id_contact_changes",
-    ):
-        con.execute(f"DROP TABLE IF EXISTS {name}")
+_TEMP_TABLES = (
+    "id_nodes",
+    "id_keyed",
+    "id_edges",
+    "id_labels",
+    "id_components",
+    "id_winners",
+    "id_kept",
+    "id_comp_ids",
+    "id_assigned",
+    "id_ranked",
+    "id_grouped",
+    "id_next_contacts",
+    "id_multi_ranked",
+    "id_retired",
+    "id_contact_changes",
+)
+
+
+def _drop_temp(con: Connection, keep: tuple[str, ...] = ()) -> None:
+    for name in _TEMP_TABLES:
+        if name not in keep:
+            con.execute(f"DROP TABLE IF EXISTS {name}")
