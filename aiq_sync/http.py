@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import random
 import re
+import ssl
 import threading
 import time
 from collections import deque
@@ -468,6 +470,13 @@ class _CallState:
     waited: float = 0.0
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default verification (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), built once:
+    loading the CA bundle costs ~25 ms, and every landing step opens its own clients."""
+    return httpx.create_ssl_context()
+
+
 class ApiClient:
     """HTTP client for one API account: base URL, auth headers, pacing, retries, stats.
 
@@ -521,6 +530,7 @@ class ApiClient:
             limits=limits,
             transport=transport,
             follow_redirects=follow_redirects,
+            verify=_tls_context(),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
