@@ -40,10 +40,12 @@ TABLE_ORDER = ("core.personas", "core.sales", "core.sale_items", "core.products"
 # (bench: python -m aiq_sync.bench.sql_memory; 25k-row chunks measured no lower).
 CHUNK_ROWS = 50_000
 SLICE_ROWS = 50_000  # landed rows normalised at once, and waiting before a merge
-# ...and at most about this much landed data per normalised slice: an API record (an order
-# with its line items, ~3 KB of JSON) grows ~10x as Python objects while it is normalised,
-# so 10k orders modified in one day (the 1M-order bench's nightly) took ~190 MB at once.
-SLICE_BYTES = 8 * 2**20
+# ...and at most about this much landed data per normalised slice: an API record (a bench
+# order with its line items, ~8 KB of JSON) grows ~10x as Python objects while it is
+# normalised, so 10k orders modified in one day (the 1M-order bench's nightly) took ~190 MB
+# at once. 8 MB slices of the 1M-order history (~11 MB a day) peaked ~40 MB higher than
+# 4 MB; 2 MB cost 6 % more CPU at 200k orders (two slices a day) for no lower peak.
+SLICE_BYTES = 4 * 2**20
 # Waiting slices merge at SLICE_ROWS landed rows or this many canonical rows, whichever
 # comes first: one landed record can make many rows (an inventory item one per location,
 # an order a sale and its items), and at 1M orders the nightly's 274k-row inventory merge
