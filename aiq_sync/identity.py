@@ -360,7 +360,6 @@ def _plan_contacts(con: Connection, report: IdentityReport) -> None:
         GROUP BY contact_id
         """
     )
-    persona = "JOIN id_nodes n USING (node) JOIN core.personas p USING (persona_key)"
     # Most contacts are one persona: its fields are the contact's.
     con.execute(
         """
@@ -375,11 +374,13 @@ def _plan_contacts(con: Connection, report: IdentityReport) -> None:
     )
     # The others: each field from the persona that won it, found by rank.
     con.execute(
-        f"""
+        """
         CREATE OR REPLACE TEMP TABLE id_multi_ranked AS
         SELECT r.contact_id, r.recency, p.phone, lower(p.email) AS email, p.first_name,
                p.last_name, p.source, p.source_type
-        FROM id_ranked r {persona}
+        FROM id_ranked r
+        JOIN id_nodes n USING (node)
+        JOIN core.personas p USING (persona_key)
         WHERE r.contact_id IN (SELECT contact_id FROM id_grouped WHERE persona_count > 1)
         """
     )

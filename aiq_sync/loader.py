@@ -170,16 +170,12 @@ def load_source(
 
 def _merge_batches(con: Connection, batches: list[CanonicalBatch], report: LoadReport) -> None:
     """Merge several normalised slices at once: one merge per table however many small
-    partitions (a year of daily API partitions) the slices came from. Each table's slices
-    are handed over (taken out of their batches) and joined into one contiguous table, so
-    the merge never holds the slices and their copy at once (warehouse.merge wants one
-    chunk)."""
+    partitions (a year of daily API partitions) the slices came from."""
     for table in TABLE_ORDER:
-        parts = [t for b in batches if (t := b.tables.pop(table, None)) is not None and t.num_rows]
+        parts = [b.tables[table] for b in batches if b.rows(table)]
         if not parts:
             continue
-        rows = pa.concat_tables(parts, promote_options="permissive").combine_chunks()
-        del parts
+        rows = pa.concat_tables(parts, promote_options="permissive")
         result = warehouse.merge(
             con,
             table,
